@@ -1,0 +1,136 @@
+"""``grit-ray`` command line: data, model, config and the demo.
+
+Every command fails with a one-line reason (no traceback) on bad input: exit 2 for usage and
+configuration errors, 1 for bad data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from grit_ray.config import (
+    ConfigError,
+    DataFormat,
+    DataSource,
+    SynthSpec,
+    TinyModelSpec,
+    config_to_yaml,
+    load_config,
+)
+
+EXIT_BAD_DATA = 1
+EXIT_USAGE = 2
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, default=None, help="YAML config (default: configs/tiny-cpu.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set rollout.temperature=1.0 (repeatable)")
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from grit_ray.data import RowRules, check_sources
+
+    rules = RowRules(frozenset(d.lower() for d in args.counting_datasets), args.box_tolerance, check_images=True)
+    sources = [DataSource(path=f, images=args.images, format=DataFormat(args.format)) for f in args.files]
+    good, bad = check_sources(sources, rules)
+    for err in bad:
+        print(err)
+    print(f"{good + len(bad)} rows checked: {good} good, {len(bad)} bad")
+    return EXIT_BAD_DATA if bad else 0
+
+
+def _cmd_data_synth(args: argparse.Namespace) -> int:
+    from grit_ray.synth import write_synth
+
+    spec = SynthSpec(n=args.n, seed=args.seed, counting_fraction=args.counting_fraction)
+    path = write_synth(args.out, spec, fmt=args.format, split=args.split)
+    print(f"wrote {args.n} rows to {path}")
+    return 0
+
+
+def _cmd_model_tiny(args: argparse.Namespace) -> int:
+    from grit_ray.tiny_model import build_tiny_model, directory_digest
+
+    out = build_tiny_model(args.out, TinyModelSpec(seed=args.seed))
+    print(f"wrote tiny Qwen2.5-VL to {out} (sha256 {directory_digest(out)[:16]})")
+    return 0
+
+
+def _cmd_config_show(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    print(config_to_yaml(cfg), end="")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from grit_ray.demo import run_demo
+
+    cfg = load_config(args.config, args.overrides)
+    run_demo(cfg, Path(args.run_dir) if args.run_dir else cfg.run_dir())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="grit-ray", description="GRIT grounded visual reasoning on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="check or synthesise GRIT data").add_subparsers(dest="data_cmd", required=True)
+    check = data.add_parser("check", help="report every bad row as FILE:LINE: reason")
+    check.add_argument("files", nargs="+", help="JSON Lines or Parquet files")
+    check.add_argument("--images", default=None, help="folder that relative image names resolve against")
+    check.add_argument("--format", choices=[f.value for f in DataFormat], default="auto")
+    check.add_argument("--counting-datasets", nargs="+", default=["tallyqa"])
+    check.add_argument("--box-tolerance", type=float, default=1.0, help="pixels a box may stick out")
+    check.set_defaults(func=_cmd_data_check)
+
+    synth = data.add_parser("synth", help="synthetic grounded data in the GRIT schema")
+    synth.add_argument("--out", required=True, type=Path)
+    synth.add_argument("--n", type=int, required=True)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
+    synth.add_argument("--split", default="train")
+    synth.add_argument("--counting-fraction", type=float, default=0.5)
+    synth.set_defaults(func=_cmd_data_synth)
+
+    model = sub.add_parser("model", help="model utilities").add_subparsers(dest="model_cmd", required=True)
+    tiny = model.add_parser("tiny", help="build the tiny offline Qwen2.5-VL")
+    tiny.add_argument("--out", required=True, type=Path)
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=_cmd_model_tiny)
+
+    config = sub.add_parser("config", help="configuration").add_subparsers(dest="config_cmd", required=True)
+    show = config.add_parser("show", help="validate and print the resolved config")
+    _add_config_args(show)
+    show.set_defaults(func=_cmd_config_show)
+
+    demo = sub.add_parser("demo", help="end-to-end demo: synthetic data, tiny model, vLLM rollout on Ray")
+    _add_config_args(demo)
+    demo.add_argument("--run-dir", default=None)
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+
+    from grit_ray.data import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"grit-ray: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValidationError as e:  # argument values checked by the config models (e.g. synth --n 0)
+        print(f"grit-ray: invalid argument: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}", file=sys.stderr)
+        return EXIT_USAGE
+    except DataError as e:
+        print(f"grit-ray: {e}", file=sys.stderr)
+        return EXIT_BAD_DATA
+
+
+if __name__ == "__main__":
+    sys.exit(main())
