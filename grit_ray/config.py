@@ -394,6 +394,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError([f"{key}: cannot parse value {raw!r}: {e}"]) from None
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads '1e-4' as a string; on a command line it means the number
+            value = float(value) if any(c in value.lower() for c in "e.") and value.strip() else value
+        except ValueError:
+            pass
     return path, value
 
 

@@ -42,11 +42,11 @@ class DataError(Exception):
 @dataclass(frozen=True)
 class RowError:
     source: str  # file path
-    line: int  # 1-based line (JSONL) or row number (Parquet)
+    line: int  # 1-based line (JSONL) or row number (Parquet); 0 for the file as a whole
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.source}:{self.line}: {self.reason}"
+        return f"{self.source}:{self.line}: {self.reason}" if self.line else f"{self.source}: {self.reason}"
 
 
 @dataclass

@@ -1,0 +1,26 @@
+"""Shared fixtures: the tiny model and synthetic data are built once per session, offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from grit_ray.config import SynthSpec, TinyModelSpec
+from grit_ray.synth import write_synth
+from grit_ray.tiny_model import build_tiny_model
+
+# vLLM on CPU: small KV cache, engine core in-process (no spawned child per engine).
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), TinyModelSpec(seed=0))
+
+
+@pytest.fixture(scope="session")
+def synth_jsonl(tmp_path_factory) -> Path:
+    return write_synth(tmp_path_factory.mktemp("synth"), SynthSpec(n=24, seed=3))

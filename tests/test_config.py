@@ -1,0 +1,130 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from grit_ray.cli import main
+from grit_ray.config import (
+    REPO_CONFIGS,
+    ConfigError,
+    GritConfig,
+    load_config,
+    parse_override,
+    save_resolved_config,
+    validate_config,
+)
+
+SHIPPED = sorted(REPO_CONFIGS.glob("*.yaml"))
+
+
+def test_all_shipped_configs_exist_and_validate():
+    names = {p.name for p in SHIPPED}
+    assert {"tiny-cpu.yaml", "grit-qwen2.5vl-3b.yaml", "grit-internvl3-2b.yaml", "scale-7k.yaml"} <= names
+    for path in SHIPPED:
+        assert isinstance(load_config(path), GritConfig), path
+
+
+def test_paper_config_carries_the_published_numbers():
+    cfg = load_config(REPO_CONFIGS / "grit-qwen2.5vl-3b.yaml")
+    assert cfg.run.steps == 200
+    assert (cfg.algorithm.prompts_per_step, cfg.algorithm.group_size) == (32, 4)
+    assert cfg.learner.lr == 2e-6 and cfg.learner.lr_schedule == "cosine" and cfg.learner.warmup_steps == 0
+    assert cfg.algorithm.kl_beta == 0.01 and cfg.algorithm.adv_eps == 1e-4
+    assert cfg.rollout.temperature == 0.9 and cfg.rollout.max_new_tokens == 1000
+    assert cfg.model.max_pixels == 256 * 28 * 28 and cfg.model.min_pixels == 3136
+    assert cfg.learner.zero_stage == 2 and cfg.learner.grad_clip == 1.0 and cfg.learner.weight_decay == 0.0
+    assert cfg.learner.num_actors == 8 and cfg.model.dtype.value == "bfloat16"
+
+
+def test_internvl_config_uses_norm1000_boxes():
+    cfg = load_config(REPO_CONFIGS / "grit-internvl3-2b.yaml")
+    assert cfg.model.family.value == "internvl3" and cfg.reward.coord_frame.value == "norm1000"
+    assert cfg.prompt.max_prompt_tokens == 1500
+
+
+def test_unknown_key_names_dotted_path_and_suggests():
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=["rollout.temprature=1.0"])
+    assert e.value.problems == ["rollout.temprature: unknown key; did you mean 'temperature'?"]
+
+
+def test_bad_value_names_path_and_reason():
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=["algorithm.group_size=1", "learner.zero_stage=4", "rollout.top_p=abc"])
+    text = "\n".join(e.value.problems)
+    assert "algorithm.group_size: Input should be greater than or equal to 2 (got 1)" in text
+    assert "learner.zero_stage:" in text and "(got 4)" in text
+    assert "rollout.top_p:" in text and "'abc'" in text
+
+
+def test_cross_field_checks():
+    with pytest.raises(ConfigError, match="not divisible by learner.num_actors"):
+        load_config(overrides=["learner.num_actors=3"])
+    with pytest.raises(ConfigError, match="min_pixels .* exceeds max_pixels"):
+        load_config(overrides=["model.min_pixels=20000"])
+    with pytest.raises(ConfigError, match="InternVL3 writes norm1000"):
+        load_config(overrides=["model.family=internvl3"])
+
+
+def test_missing_training_data_is_an_error():
+    with pytest.raises(ConfigError, match=r"data: give data.train sources or data.synthetic"):
+        load_config(overrides=["data.synthetic=null"])
+
+
+def test_secrets_are_refused_with_guidance():
+    with pytest.raises(ConfigError, match="secrets never go in configs"):
+        load_config(overrides=["reward.judge.api_key=sk-test-123"])
+
+
+@pytest.mark.parametrize(
+    "item, path, value",
+    [
+        ("a.b=1", ["a", "b"], 1),
+        ("a.b=1e-4", ["a", "b"], 1e-4),
+        ("a.b=true", ["a", "b"], True),
+        ("a.b=null", ["a", "b"], None),
+        ("a.b=[1, 2]", ["a", "b"], [1, 2]),
+        ("a.b=x=y", ["a", "b"], "x=y"),
+    ],
+)
+def test_parse_override(item, path, value):
+    assert parse_override(item) == (path, value)
+
+
+def test_override_errors():
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        parse_override("rollout.temperature")
+    with pytest.raises(ConfigError, match="run.steps: is a value, not a section"):
+        load_config(overrides=["run.steps.x=1"])
+
+
+def test_override_applies_and_resolved_config_round_trips(tmp_path):
+    cfg = load_config(overrides=["rollout.temperature=0.5", "run.name=abc", "learner.adam_betas=[0.9, 0.95]"])
+    assert cfg.rollout.temperature == 0.5 and cfg.learner.adam_betas == (0.9, 0.95)
+    assert cfg.run_dir() == Path("runs/abc")
+    saved = save_resolved_config(cfg, tmp_path)
+    again = validate_config(yaml.safe_load(saved.read_text()))
+    assert again == cfg
+
+
+def test_yaml_file_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run: [unclosed\n")
+    with pytest.raises(ConfigError, match="YAML syntax error"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(tmp_path / "list.yaml")
+
+
+def test_cli_config_error_is_one_message_without_traceback(capsys):
+    assert main(["config", "show", "--set", "rollout.temprature=1"]) == 2
+    err = capsys.readouterr().err
+    assert "rollout.temprature: unknown key" in err and "Traceback" not in err
+
+
+def test_cli_config_show_prints_resolved_yaml(capsys):
+    assert main(["config", "show", "--set", "run.steps=7"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["run"]["steps"] == 7

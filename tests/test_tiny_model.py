@@ -1,0 +1,74 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from grit_ray.cli import main
+from grit_ray.config import TinyModelSpec
+from grit_ray.prompts import chat_messages
+from grit_ray.tiny_model import VISION_PLACEHOLDER_TOKENS, build_tiny_model, directory_digest
+
+
+def test_same_seed_same_bytes(tmp_path, tiny_model_dir):
+    assert main(["model", "tiny", "--out", str(tmp_path / "again"), "--seed", "0"]) == 0
+    assert directory_digest(tmp_path / "again") == directory_digest(tiny_model_dir)
+    build_tiny_model(tmp_path / "other", TinyModelSpec(seed=1))
+    assert directory_digest(tmp_path / "other") != directory_digest(tiny_model_dir)
+
+
+def test_chat_template_is_qwen_format(tiny_model_dir):
+    from transformers import AutoProcessor
+
+    proc = AutoProcessor.from_pretrained(tiny_model_dir)
+    text = proc.apply_chat_template(chat_messages("How many?"), add_generation_prompt=True, tokenize=False)
+    assert text.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                           "<|vision_start|><|image_pad|><|vision_end|>\nQuestion: How many? First, think")
+    assert text.endswith("after <answer>.\n<|im_end|>\n<|im_start|>assistant\n")
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_model_dir):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    return AutoProcessor.from_pretrained(tiny_model_dir), AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+
+
+def test_loads_with_auto_classes_and_generates_with_an_image(hf):
+    proc, model = hf
+    assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    text = proc.apply_chat_template(chat_messages("Is it red?"), add_generation_prompt=True, tokenize=False)
+    inputs = proc(text=[text], images=[Image.new("RGB", (112, 112), (255, 0, 0))], return_tensors="pt")
+    # the processor's small pixel limits: 112x112 -> 8x8 patches -> 16 tokens after the 2x2 merge
+    assert inputs["image_grid_thw"].tolist() == [[1, 8, 8]]
+    assert (inputs["input_ids"] == proc.tokenizer.convert_tokens_to_ids("<|image_pad|>")).sum() == 16
+    out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
+
+
+def test_generation_never_emits_vision_placeholders(hf):
+    proc, model = hf
+    ids = set(proc.tokenizer.convert_tokens_to_ids(VISION_PLACEHOLDER_TOKENS))
+    assert set(model.generation_config.suppress_tokens) == ids
+    text = proc.apply_chat_template(chat_messages("Count."), add_generation_prompt=True, tokenize=False)
+    inputs = proc(text=[text] * 8, images=[Image.new("RGB", (112, 112), (0, 0, 255))] * 8, return_tensors="pt")
+    torch.manual_seed(0)
+    out = model.generate(**inputs, max_new_tokens=128, do_sample=True, temperature=1.5)
+    new = out[:, inputs["input_ids"].shape[1]:]
+    assert not (set(new.flatten().tolist()) & ids)
+
+
+def test_placeholders_would_be_sampled_without_suppression(hf):
+    # Guards the test above: the random model does put mass on those tokens.
+    proc, model = hf
+    text = proc.apply_chat_template(chat_messages("Count."), add_generation_prompt=True, tokenize=False)
+    inputs = proc(text=[text], images=[Image.new("RGB", (112, 112), (0, 0, 255))], return_tensors="pt")
+    with torch.no_grad():
+        probs = model(**inputs).logits[0, -1].softmax(-1)
+    ids = proc.tokenizer.convert_tokens_to_ids(VISION_PLACEHOLDER_TOKENS)
+    assert probs[ids].sum() > 1e-4
+
+
+def test_tiny_metadata(tiny_model_dir):
+    meta = json.loads((tiny_model_dir / "grit_ray_tiny.json").read_text())
+    assert meta["spec"]["seed"] == 0 and len(meta["vision_placeholder_ids"]) == 5
