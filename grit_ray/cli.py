@@ -65,6 +65,13 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config_docs(args: argparse.Namespace) -> int:
+    from grit_ray.config import config_reference_markdown
+
+    print(config_reference_markdown())
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from grit_ray.demo import run_demo
 
@@ -105,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     show = config.add_parser("show", help="validate and print the resolved config")
     _add_config_args(show)
     show.set_defaults(func=_cmd_config_show)
+    docs = config.add_parser("docs", help="print the configuration reference (docs/configuration.md)")
+    docs.set_defaults(func=_cmd_config_docs)
 
     demo = sub.add_parser("demo", help="end-to-end demo: synthetic data, tiny model, vLLM rollout on Ray")
     _add_config_args(demo)

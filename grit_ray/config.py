@@ -9,6 +9,7 @@ named by ``reward.judge.api_key_env``.
 from __future__ import annotations
 
 import difflib
+import json
 import enum
 from pathlib import Path
 from typing import Any, Literal
@@ -56,26 +57,28 @@ class DType(str, enum.Enum):
 
 
 class TinyModelSpec(Section):
-    """Shape of the offline tiny model built when ``model.path`` is null (tests, demo)."""
+    """Shape of the offline tiny model built when `model.path` is null (tests, demo)."""
 
-    seed: int = 0
-    hidden_size: int = Field(64, gt=0)
-    num_layers: int = Field(2, gt=0)
-    vision_depth: int = Field(2, gt=0)
+    seed: int = Field(0, description="initialisation seed; the same seed gives the same bytes")
+    hidden_size: int = Field(64, gt=0, description="text and vision width (multiple of 32: vLLM CPU head size)")
+    num_layers: int = Field(2, gt=0, description="text decoder layers")
+    vision_depth: int = Field(2, gt=0, description="vision tower blocks")
     vocab_size: int = Field(1024, ge=512, description="BPE vocabulary before special tokens")
 
 
 class ModelConfig(Section):
+    """The policy model and its image processing, shared by rollout workers and learners."""
+
     path: str | None = Field(
         None, description="HF directory or hub id of the policy; null builds the tiny offline model"
     )
-    family: ModelFamily = ModelFamily.QWEN2_5_VL
+    family: ModelFamily = Field(ModelFamily.QWEN2_5_VL, description="decides the box frame and prompt limits")
     tiny: TinyModelSpec = TinyModelSpec()
-    dtype: DType = Field(DType.BFLOAT16, description="bfloat16 on GPU; float32 on CPU")
-    device: Device = Device.AUTO
+    dtype: DType = Field(DType.BFLOAT16, description="weights and compute dtype on GPU; CPU always runs float32")
+    device: Device = Field(Device.AUTO, description="auto picks cuda when torch sees a GPU")
     min_pixels: int = Field(3136, gt=0, description="image processor lower bound (pixels)")
     max_pixels: int = Field(256 * 28 * 28, gt=0, description="image processor upper bound (pixels)")
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(False, description="allow model code from the checkpoint (InternVL3 needs it)")
 
     @model_validator(mode="after")
     def _pixels_ordered(self) -> ModelConfig:
@@ -96,19 +99,21 @@ class DataFormat(str, enum.Enum):
 
 
 class DataSource(Section):
-    path: str
-    images: str | None = Field(None, description="folder that relative image names resolve against")
-    format: DataFormat = DataFormat.AUTO
+    """One data file (JSON Lines or Parquet) in the GRIT row schema."""
+
+    path: str = Field(description="the file")
+    images: str | None = Field(None, description="folder that relative image names resolve against (default: the file's folder)")
+    format: DataFormat = Field(DataFormat.AUTO, description="auto reads the suffix (.jsonl, .parquet)")
 
 
 class SynthSpec(Section):
-    """Synthetic grounded data generated into the run directory (see ``grit-ray data synth``)."""
+    """Synthetic grounded data generated into the run directory (see `grit-ray data synth`)."""
 
-    n: int = Field(64, gt=0)
-    seed: int = 0
-    counting_fraction: float = Field(0.5, ge=0.0, le=1.0)
-    min_size: int = Field(96, ge=32)
-    max_size: int = Field(160, ge=32)
+    n: int = Field(64, gt=0, description="rows")
+    seed: int = Field(0, description="the same seed gives the same rows and image bytes")
+    counting_fraction: float = Field(0.5, ge=0.0, le=1.0, description="share of TallyQA-style counting rows")
+    min_size: int = Field(96, ge=32, description="smallest image side (pixels)")
+    max_size: int = Field(160, ge=32, description="largest image side (pixels)")
 
     @model_validator(mode="after")
     def _sizes_ordered(self) -> SynthSpec:
@@ -118,16 +123,22 @@ class SynthSpec(Section):
 
 
 class DataConfig(Section):
-    train: list[DataSource] = Field(default_factory=list)
-    eval: list[DataSource] = Field(default_factory=list)
-    synthetic: SynthSpec | None = Field(None, description="generate synthetic train data instead of reading files")
-    synthetic_eval: SynthSpec | None = None
-    bad_rows: BadRowPolicy = BadRowPolicy.STRICT
-    counting_datasets: list[str] = Field(default_factory=lambda: ["tallyqa"])
+    """Training and evaluation data, and what to do with bad rows."""
+
+    train: list[DataSource] = Field(default_factory=list, description="training files, read in order (e.g. VSR + TallyQA)")
+    eval: list[DataSource] = Field(default_factory=list, description="held-out files for evaluation")
+    synthetic: SynthSpec | None = Field(None, description="generate synthetic training rows (added after `train`)")
+    synthetic_eval: SynthSpec | None = Field(None, description="generate synthetic evaluation rows")
+    bad_rows: BadRowPolicy = Field(
+        BadRowPolicy.STRICT, description="strict: stop at the first bad row (file:line: reason); skip: report all at the end"
+    )
+    counting_datasets: list[str] = Field(
+        default_factory=lambda: ["tallyqa"], description="datasets whose answers are counts (target-count reward)"
+    )
     box_tolerance_px: float = Field(1.0, ge=0.0, description="how far a box may stick out of the image")
     check_images: bool = Field(True, description="open every image while validating")
-    shuffle: bool = True
-    seed: int = 0
+    shuffle: bool = Field(True, description="shuffle training rows each epoch")
+    seed: int = Field(0, description="shuffle seed")
 
     @model_validator(mode="after")
     def _has_training_data(self) -> DataConfig:
@@ -143,7 +154,11 @@ class PromptTemplate(str, enum.Enum):
 
 
 class PromptConfig(Section):
-    template: PromptTemplate = PromptTemplate.GRIT
+    """How a question becomes a prompt."""
+
+    template: PromptTemplate = Field(
+        PromptTemplate.GRIT, description="grit: the published suffix; direct / cot: the paper's baselines"
+    )
     max_prompt_tokens: int = Field(750, gt=0, description="750 for Qwen2.5-VL, 1500 for InternVL3 in GRIT")
 
 
@@ -153,18 +168,20 @@ class RolloutBackend(str, enum.Enum):
 
 
 class RolloutConfig(Section):
-    backend: RolloutBackend = RolloutBackend.VLLM
-    num_workers: int = Field(1, gt=0)
-    temperature: float = Field(0.9, ge=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Generation of completion groups by the rollout workers."""
+
+    backend: RolloutBackend = Field(RolloutBackend.VLLM, description="vllm, or hf (transformers generate)")
+    num_workers: int = Field(1, gt=0, description="rollout actors; prompts are load-balanced across them")
+    temperature: float = Field(0.9, ge=0.0, description="sampling temperature (GRIT: 0.9)")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling; 1.0 disables it")
     top_k: int = Field(-1, description="-1 disables top-k")
-    max_new_tokens: int = Field(1000, gt=0)
-    stop: list[str] = Field(default_factory=lambda: ["</answer>"])
-    max_model_len: int = Field(4096, gt=0)
+    max_new_tokens: int = Field(1000, gt=0, description="completion length cap (GRIT: 1000)")
+    stop: list[str] = Field(default_factory=lambda: ["</answer>"], description="stop strings (kept in the output)")
+    max_model_len: int = Field(4096, gt=0, description="prompt + completion tokens per sequence")
     enforce_eager: bool = Field(False, description="skip CUDA-graph/compile capture; true on CPU")
-    gpu_memory_utilization: float = Field(0.6, gt=0.0, le=1.0)
+    gpu_memory_utilization: float = Field(0.6, gt=0.0, le=1.0, description="vLLM's share of GPU memory")
     cpu_kv_cache_gib: int = Field(1, gt=0, description="VLLM_CPU_KVCACHE_SPACE on CPU builds")
-    seed: int = 0
+    seed: int = Field(0, description="engine sampling seed")
 
 
 class JudgeKind(str, enum.Enum):
@@ -179,19 +196,23 @@ class JudgeFailurePolicy(str, enum.Enum):
 
 
 class JudgeConfig(Section):
-    kind: JudgeKind = JudgeKind.RULE
+    """The answer-accuracy judge."""
+
+    kind: JudgeKind = Field(JudgeKind.RULE, description="rule: normalised exact match; openai: an LLM judge")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint; null = api.openai.com")
-    model: str = "gpt-4o"
+    model: str = Field("gpt-4o", description="judge model name at the endpoint")
     api_key_env: str = Field(
         "OPENAI_API_KEY", description="name of the environment variable holding the key (never the key)"
     )
-    timeout_s: float = Field(30.0, gt=0)
-    max_retries: int = Field(3, ge=0)
-    concurrency: int = Field(32, gt=0)
-    requests_per_minute: int | None = Field(None, gt=0)
-    tokens_per_minute: int | None = Field(None, gt=0)
-    send_image: bool = False
-    on_failure: JudgeFailurePolicy = JudgeFailurePolicy.RETRY_LATER
+    timeout_s: float = Field(30.0, gt=0, description="per-call timeout")
+    max_retries: int = Field(3, ge=0, description="retries with exponential backoff and jitter")
+    concurrency: int = Field(32, gt=0, description="judge calls in flight at once")
+    requests_per_minute: int | None = Field(None, gt=0, description="rate limit; null: none")
+    tokens_per_minute: int | None = Field(None, gt=0, description="rate limit; null: none")
+    send_image: bool = Field(False, description="give the image to a multimodal judge")
+    on_failure: JudgeFailurePolicy = Field(
+        JudgeFailurePolicy.RETRY_LATER, description="what a judge failure does to its sample (never a silent 0)"
+    )
 
 
 class RewardPreset(str, enum.Enum):
@@ -206,14 +227,20 @@ class CoordFrame(str, enum.Enum):
 
 
 class RewardConfig(Section):
-    preset: RewardPreset = RewardPreset.GRIT_CODE
+    """Reward components, their weights, the judge, and the reward actors."""
+
+    preset: RewardPreset = Field(
+        RewardPreset.GRIT_CODE, description="grit-code: the released code exactly; grit-paper: the paper's equations"
+    )
     weights: dict[str, float] = Field(default_factory=dict, description="per-component weight overrides")
     extra_components: list[str] = Field(
         default_factory=list, description="custom components as 'package.module:function'"
     )
     judge: JudgeConfig = JudgeConfig()
-    coord_frame: CoordFrame = CoordFrame.QWEN_RESIZED
-    num_actors: int = Field(1, gt=0)
+    coord_frame: CoordFrame = Field(
+        CoordFrame.QWEN_RESIZED, description="frame of the model's boxes, mapped to original pixels for GIoU"
+    )
+    num_actors: int = Field(1, gt=0, description="reward actors in the pool")
     actor_class: str | None = Field(None, description="import path of a custom reward actor class")
 
 
@@ -223,17 +250,21 @@ class LossAggregation(str, enum.Enum):
 
 
 class AlgorithmConfig(Section):
-    prompts_per_step: int = Field(32, gt=0)
+    """GRPO-GR: groups, advantages, KL and the policy loss."""
+
+    prompts_per_step: int = Field(32, gt=0, description="prompts per optimizer step")
     group_size: int = Field(4, ge=2, description="completions per prompt (G)")
-    kl_beta: float = Field(0.01, ge=0.0, description="0 disables the reference model")
-    adv_eps: float = Field(1e-4, gt=0.0)
-    adv_std_normalize: bool = True
-    clip_eps_low: float = Field(0.2, ge=0.0)
-    clip_eps_high: float = Field(0.2, ge=0.0)
-    loss_agg: LossAggregation = LossAggregation.SEQ_MEAN_TOKEN_MEAN
-    is_correction: bool = False
-    is_cap: float = Field(3.0, gt=0.0)
-    drop_zero_signal_groups: bool = False
+    kl_beta: float = Field(0.01, ge=0.0, description="k3 KL weight; 0 disables the reference model")
+    adv_eps: float = Field(1e-4, gt=0.0, description="advantage = (r - mean) / (std + eps)")
+    adv_std_normalize: bool = Field(True, description="false drops the std (Dr. GRPO)")
+    clip_eps_low: float = Field(0.2, ge=0.0, description="ratio clip below 1 (no-op for one on-policy update)")
+    clip_eps_high: float = Field(0.2, ge=0.0, description="ratio clip above 1")
+    loss_agg: LossAggregation = Field(
+        LossAggregation.SEQ_MEAN_TOKEN_MEAN, description="seq-mean-token-mean (released GRIT) or token-mean"
+    )
+    is_correction: bool = Field(False, description="truncated importance sampling with rollout log-probs")
+    is_cap: float = Field(3.0, gt=0.0, description="importance weight cap")
+    drop_zero_signal_groups: bool = Field(False, description="drop groups whose rewards are all equal")
 
     @property
     def completions_per_step(self) -> int:
@@ -252,18 +283,20 @@ class CommBackend(str, enum.Enum):
 
 
 class LearnerConfig(Section):
-    num_actors: int = Field(1, gt=0)
-    zero_stage: ZeroStage = ZeroStage.ZERO2
-    comm_backend: CommBackend = CommBackend.AUTO
+    """DeepSpeed learner actors and the optimizer."""
+
+    num_actors: int = Field(1, gt=0, description="data-parallel learner actors")
+    zero_stage: ZeroStage = Field(ZeroStage.ZERO2, description="DeepSpeed ZeRO stage, 2 or 3")
+    comm_backend: CommBackend = Field(CommBackend.AUTO, description="auto: nccl on CUDA, gloo on CPU")
     micro_batch_size: int = Field(1, gt=0, description="completions per forward/backward per actor")
-    lr: float = Field(2e-6, gt=0.0)
-    lr_schedule: Literal["cosine", "constant"] = "cosine"
-    warmup_steps: int = Field(0, ge=0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    grad_clip: float = Field(1.0, gt=0.0)
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    gradient_checkpointing: bool = False
-    freeze_vision_tower: bool = False
+    lr: float = Field(2e-6, gt=0.0, description="AdamW learning rate (GRIT: 2e-6)")
+    lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="decay after warm-up")
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up steps")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
+    grad_clip: float = Field(1.0, gt=0.0, description="gradient-norm clip")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
+    freeze_vision_tower: bool = Field(False, description="train the language model only (GRIT trains all)")
 
 
 class SyncTransport(str, enum.Enum):
@@ -272,41 +305,57 @@ class SyncTransport(str, enum.Enum):
 
 
 class WeightSyncConfig(Section):
-    transport: SyncTransport = SyncTransport.BROADCAST
-    bucket_mb: int = Field(512, gt=0)
+    """How updated weights reach the rollout workers after every step."""
+
+    transport: SyncTransport = Field(
+        SyncTransport.BROADCAST, description="broadcast: collective over gloo/nccl; object_store: Ray objects"
+    )
+    bucket_mb: int = Field(512, gt=0, description="bucket size for gathered parameters")
 
 
 class ResourcesConfig(Section):
+    """Where actors run."""
+
     ray_address: str | None = Field(None, description="null starts a local Ray; 'auto' joins a running cluster")
-    gpus_per_rollout_worker: float = Field(0.0, ge=0.0)
-    gpus_per_learner: float = Field(0.0, ge=0.0)
-    cpus_per_actor: float = Field(0.25, gt=0.0)
-    colocate: bool = False
-    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    gpus_per_rollout_worker: float = Field(0.0, ge=0.0, description="GPUs per rollout actor")
+    gpus_per_learner: float = Field(0.0, ge=0.0, description="GPUs per learner actor")
+    cpus_per_actor: float = Field(0.25, gt=0.0, description="CPUs reserved per actor (fractions allowed)")
+    colocate: bool = Field(False, description="rollout workers share GPUs with learners")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="Ray placement-group strategy"
+    )
 
 
 class LoggingConfig(Section):
-    run_dir: str = "runs/{name}"
-    progress: bool = True
-    tensorboard: bool = True
-    wandb_project: str | None = None
+    """Run directory and progress output."""
+
+    run_dir: str = Field("runs/{name}", description="where outputs go; {name} is run.name")
+    progress: bool = Field(True, description="live progress line on the driver")
+    tensorboard: bool = Field(True, description="write TensorBoard events")
+    wandb_project: str | None = Field(None, description="log to Weights & Biases when installed")
 
 
 class CheckpointConfig(Section):
-    every_n_steps: int = Field(50, gt=0)
-    keep_last: int = Field(2, gt=0)
-    save_final: bool = True
+    """Checkpoints for resume."""
+
+    every_n_steps: int = Field(50, gt=0, description="checkpoint interval")
+    keep_last: int = Field(2, gt=0, description="checkpoints kept on disk")
+    save_final: bool = Field(True, description="save the final HF-format model")
 
 
 class EvalConfig(Section):
-    every_n_steps: int | None = Field(None, gt=0)
-    max_rows: int | None = Field(None, gt=0)
+    """Evaluation on held-out rows during training."""
+
+    every_n_steps: int | None = Field(None, gt=0, description="null: no evaluation during training")
+    max_rows: int | None = Field(None, gt=0, description="cap on evaluated rows; null: all")
 
 
 class RunConfig(Section):
-    name: str = Field("grit", pattern=r"^[A-Za-z0-9._-]+$")
-    seed: int = 0
-    steps: int = Field(200, gt=0)
+    """Name, seed and length of the run."""
+
+    name: str = Field("grit", pattern=r"^[A-Za-z0-9._-]+$", description="run name (letters, digits, . _ -)")
+    seed: int = Field(0, description="global seed")
+    steps: int = Field(200, gt=0, description="optimizer steps (GRIT: 200)")
 
 
 class GritConfig(Section):
@@ -458,3 +507,66 @@ def save_resolved_config(cfg: GritConfig, run_dir: Path) -> Path:
     out = run_dir / RESOLVED_CONFIG_NAME
     out.write_text(config_to_yaml(cfg))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# reference documentation, generated from the models (docs/configuration.md)
+
+
+def _type_label(annotation: Any) -> str:
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return " \\| ".join(f"`{m.value}`" for m in annotation)
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    text = text or str(annotation).replace("typing.", "").replace("grit_ray.config.", "")
+    return f"`{text}`".replace("|", "\\|")
+
+
+def _default_label(field: Any) -> str:
+    if field.is_required():
+        return "required"
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, BaseModel):
+        return "(section)"
+    if isinstance(value, enum.Enum):
+        value = value.value
+    return f"`{json.dumps(value)}`"
+
+
+def config_reference_markdown() -> str:
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from the pydantic models in `grit_ray/config.py` by `grit-ray config docs`; do not edit by hand.",
+        "Every key can be set in a YAML file under its section or on the command line with",
+        "`--set section.key=value`. Unknown keys and bad values stop the run before any actor starts,",
+        "naming the dotted path of the field.",
+        "",
+    ]
+
+    def section(model: type[BaseModel], prefix: str) -> None:
+        nested = []
+        rows = []
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            args = getattr(ann, "__args__", (ann,))
+            sub = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+            in_list = getattr(ann, "__origin__", None) is list
+            if sub is not None and sub not in documented:
+                documented.add(sub)
+                nested.append((f"{prefix}{name}[]" if in_list else f"{prefix}{name}", sub))
+            if sub is not None and not in_list and (
+                field.is_required() or isinstance(field.get_default(call_default_factory=True), BaseModel)
+            ):
+                continue
+            desc = (field.description or "").replace("|", "\\|")
+            rows.append(f"| `{prefix}{name}` | {_type_label(ann)} | {_default_label(field)} | {desc} |")
+        if rows:
+            doc = (model.__doc__ or "").strip().split("\n")[0]
+            lines.extend([f"## `{prefix.rstrip('.') or 'root'}`", "", doc, "", "| key | type | default | meaning |",
+                          "|---|---|---|---|", *rows, ""])
+        for path, sub in nested:
+            section(sub, f"{path}.")
+
+    documented: set[type] = set()
+    section(GritConfig, "")
+    return "\n".join(lines)

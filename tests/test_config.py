@@ -128,3 +128,13 @@ def test_cli_config_error_is_one_message_without_traceback(capsys):
 def test_cli_config_show_prints_resolved_yaml(capsys):
     assert main(["config", "show", "--set", "run.steps=7"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["run"]["steps"] == 7
+
+
+def test_configuration_reference_is_current():
+    from grit_ray.config import config_reference_markdown
+
+    doc = (REPO_CONFIGS.parent / "docs" / "configuration.md").read_text()
+    assert doc.strip() == config_reference_markdown().strip(), "run: grit-ray config docs > docs/configuration.md"
+    # every leaf key of the schema is documented with a meaning
+    rows = [ln for ln in doc.splitlines() if ln.startswith("| `")]
+    assert rows and all(not ln.rstrip().endswith("|  |") for ln in rows)
