@@ -72,6 +72,31 @@ def _cmd_config_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_score(args: argparse.Namespace) -> int:
+    from grit_ray.config import CoordFrame, JudgeConfig, JudgeKind, RewardPreset
+    from grit_ray.grounding import FrameSpec
+    from grit_ray.judge import MissingAPIKey
+    from grit_ray.score import ScoreInputError, ScoreSettings, format_table, run_score, summary_path
+
+    judge = JudgeConfig(kind=JudgeKind(args.judge), base_url=args.judge_base_url, model=args.judge_model,
+                        timeout_s=args.judge_timeout, concurrency=args.concurrency, max_retries=args.judge_retries,
+                        api_key_env=args.judge_api_key_env, send_image=args.judge_image)
+    settings = ScoreSettings(
+        preset=RewardPreset(args.preset), judge=judge,
+        frame=FrameSpec(CoordFrame(args.coord_frame), args.min_pixels, args.max_pixels),
+        counting_datasets=frozenset(d.lower() for d in args.counting_datasets),
+        images_dir=Path(args.images) if args.images else None,
+    )
+    try:
+        table = run_score(Path(args.input), Path(args.out), settings)
+    except (ScoreInputError, MissingAPIKey) as e:
+        print(f"grit-ray score: {e}", file=sys.stderr)
+        return EXIT_BAD_DATA
+    print(format_table(table))
+    print(f"wrote {args.out} and {summary_path(Path(args.out))}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from grit_ray.demo import run_demo
 
@@ -114,6 +139,25 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=_cmd_config_show)
     docs = config.add_parser("docs", help="print the configuration reference (docs/configuration.md)")
     docs.set_defaults(func=_cmd_config_docs)
+
+    score = sub.add_parser("score", help="rewards, judge and metrics for a JSONL of completions")
+    score.add_argument("input", help="JSONL: GRIT rows plus 'completion'")
+    score.add_argument("--out", required=True, help="output JSONL (a .summary.json is written beside it)")
+    score.add_argument("--preset", choices=["grit-code", "grit-paper"], default="grit-code")
+    score.add_argument("--judge", choices=["rule", "openai"], default="rule")
+    score.add_argument("--judge-base-url", default=None, help="OpenAI-compatible endpoint (default: OpenAI)")
+    score.add_argument("--judge-model", default="gpt-4o")
+    score.add_argument("--judge-timeout", type=float, default=30.0, help="seconds per judge call")
+    score.add_argument("--judge-retries", type=int, default=3)
+    score.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="variable holding the key")
+    score.add_argument("--judge-image", action="store_true", help="send the image to a multimodal judge")
+    score.add_argument("--concurrency", type=int, default=32, help="judge calls in flight")
+    score.add_argument("--coord-frame", choices=["original", "qwen-resized", "norm1000"], default="original")
+    score.add_argument("--min-pixels", type=int, default=3136, help="processor limits for qwen-resized")
+    score.add_argument("--max-pixels", type=int, default=256 * 28 * 28)
+    score.add_argument("--counting-datasets", nargs="+", default=["tallyqa"])
+    score.add_argument("--images", default=None, help="image folder (for --judge-image)")
+    score.set_defaults(func=_cmd_score)
 
     demo = sub.add_parser("demo", help="end-to-end demo: synthetic data, tiny model, vLLM rollout on Ray")
     _add_config_args(demo)

@@ -1,0 +1,150 @@
+"""A local OpenAI-compatible judge server: for tests, benchmarks and offline demos.
+
+``POST /v1/chat/completions`` reads the GRIT judge prompt, scores the model's answer against the
+standard answer with the rule judge, and replies ``{score: S}`` like an LLM would, after
+``latency_s``. Faults are injected by markers in the model's answer, so one test file can
+exercise every failure path against a real HTTP server:
+
+- ``#500xN`` / ``#429xN``: the first N requests with this prompt get that status;
+- ``#garbagexN``: the first N replies carry no score; ``#garbage``: every reply;
+- ``#hang``: the request sleeps ``hang_s`` before answering (longer than any sane timeout).
+
+``GET /stats`` returns request counts and the peak number of requests in flight.
+Run it with ``python -m grit_ray.judge_server --port 8011 --latency 0.3``; it binds to
+127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from grit_ray.judge import rule_score
+
+_ANSWER_RE = re.compile(r"Standard answer: (.*?) \nModel\u2019s answer: (.*)", re.S)
+_FAULT_RE = re.compile(r"#(500|429|garbage)(?:x(\d+))?")
+
+
+class JudgeServer:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, latency_s: float = 0.0, hang_s: float = 60.0):
+        self.latency_s = latency_s
+        self.hang_s = hang_s
+        self.seen: Counter[str] = Counter()
+        self.requests = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self._lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer((host, port), self._handler())
+        self.httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def start(self) -> JudgeServer:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self) -> JudgeServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _reply(self, prompt: str) -> tuple[int, str]:
+        """(HTTP status, reply text) for one request."""
+        with self._lock:
+            self.seen[prompt] += 1
+            nth = self.seen[prompt]
+        m = _ANSWER_RE.search(prompt)
+        reference, prediction = (m.group(1), m.group(2)) if m else ("", prompt)
+        if "#hang" in prediction:
+            time.sleep(self.hang_s)
+        fault = _FAULT_RE.search(prediction)
+        if fault:
+            kind, times = fault.group(1), fault.group(2)
+            if times is None or nth <= int(times):
+                if kind == "garbage":
+                    return 200, "I cannot decide on this one."
+                return int(kind), ""
+            prediction = _FAULT_RE.sub("", prediction)
+        return 200, "{score: %s}" % rule_score(prediction, reference)
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _send(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                if self.path.rstrip("/").endswith("/stats"):
+                    self._send(200, {"requests": server.requests, "peak_in_flight": server.peak_in_flight})
+                else:
+                    self._send(404, {"error": {"message": "not found"}})
+
+            def do_POST(self):
+                with server._lock:
+                    server.requests += 1
+                    server.in_flight += 1
+                    server.peak_in_flight = max(server.peak_in_flight, server.in_flight)
+                try:
+                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                    content = body["messages"][-1]["content"]
+                    if isinstance(content, list):  # multimodal: take the text part
+                        content = " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+                    time.sleep(server.latency_s)
+                    status, text = server._reply(content)
+                    if status != 200:
+                        self._send(status, {"error": {"message": f"injected {status}", "type": "server_error"}})
+                        return
+                    self._send(200, {
+                        "id": "chatcmpl-local", "object": "chat.completion", "created": int(time.time()),
+                        "model": body.get("model", "local-judge"),
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": text}}],
+                        "usage": {"prompt_tokens": len(content) // 4, "completion_tokens": 5,
+                                  "total_tokens": len(content) // 4 + 5},
+                    })
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout); nothing to answer
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+        return Handler
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="local OpenAI-compatible GRIT judge (rule-based scores)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8011)
+    p.add_argument("--latency", type=float, default=0.0, help="seconds per reply")
+    args = p.parse_args()
+    server = JudgeServer(args.host, args.port, args.latency)
+    print(f"judge server at {server.base_url}", flush=True)
+    server.httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""``grit-ray score``: rewards, judge and metrics for a file of completions.
+
+Input rows are GRIT data rows plus ``completion``; output rows are the input plus ``rewards``,
+``reward``, ``giou`` and ``judge``. Judge calls run concurrently; a failed call leaves
+``answer_accuracy`` and ``reward`` null (unknown) and is counted, never scored 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from grit_ray.config import CoordFrame, JudgeConfig, PromptTemplate, RewardPreset
+from grit_ray.grounding import FrameSpec, answer_text
+from grit_ray.judge import JudgeRequest, JudgeResult, make_judge
+from grit_ray.metrics import completion_giou, mean_or_none
+from grit_ray.prompts import user_text
+from grit_ray.rewards import RewardInput, RewardSet
+
+SCORE_REQUIRED = {"completion": str, "question": str, "dataset": str}
+
+
+class ScoreInputError(ValueError):
+    pass
+
+
+def read_score_input(path: Path) -> list[dict[str, Any]]:
+    """Rows of a completions file; the first unreadable line stops with ``FILE:LINE: reason``."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ScoreInputError(f"{path}: cannot read: {e}") from None
+    rows = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ScoreInputError(f"{path}:{n}: bad JSON: {e}") from None
+        if not isinstance(row, dict):
+            raise ScoreInputError(f"{path}:{n}: row must be a JSON object")
+        for key, typ in SCORE_REQUIRED.items():
+            if not isinstance(row.get(key), typ):
+                raise ScoreInputError(f"{path}:{n}: field '{key}' must be a string")
+        if not isinstance(row.get("answer"), str | int) or isinstance(row.get("answer"), bool):
+            raise ScoreInputError(f"{path}:{n}: field 'answer' must be a string or integer")
+        rows.append(row)
+    return rows
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    preset: RewardPreset = RewardPreset.GRIT_CODE
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    frame: FrameSpec = FrameSpec()
+    counting_datasets: frozenset[str] = frozenset({"tallyqa"})
+    images_dir: Path | None = None
+
+
+def _image_for(row: dict[str, Any], images_dir: Path | None) -> bytes | None:
+    name = row.get("image")
+    if not isinstance(name, str) or images_dir is None:
+        return None
+    path = images_dir / name
+    return path.read_bytes() if path.is_file() else None
+
+
+async def score_rows(rows: list[dict[str, Any]], settings: ScoreSettings) -> list[dict[str, Any]]:
+    reward_set = RewardSet.build(settings.preset)
+    judge = make_judge(settings.judge)
+    try:
+        # Only completions with an <answer> go to the judge (no answer scores 0 without a call).
+        asked = {}
+        for i, row in enumerate(rows):
+            ans = answer_text(row["completion"])
+            if ans is not None:
+                # as released: the judge sees the whole user text, suffix included
+                asked[i] = JudgeRequest(user_text(row["question"], PromptTemplate.GRIT), str(row["answer"]),
+                                        ans.strip(), _image_for(row, settings.images_dir))
+        results = dict(zip(asked, await judge.judge_many(list(asked.values()))))
+    finally:
+        await judge.aclose()
+
+    out = []
+    for i, row in enumerate(rows):
+        res: JudgeResult | None = results.get(i)
+        x = RewardInput(
+            completion=row["completion"],
+            reference=str(row["answer"]),
+            is_counting=row["dataset"].lower() in settings.counting_datasets,
+            judge_score=res.score if res is not None and res.status == "ok" else None,
+            token_ids=row.get("completion_token_ids"),
+        )
+        values, total = reward_set.score(x)
+        giou = None
+        if isinstance(row.get("bboxs"), list) and row.get("width") and row.get("height"):
+            giou = completion_giou(row["completion"], row["bboxs"], row["width"], row["height"], settings.frame)
+        judge_json = res.to_json() if res is not None else {"status": "ok", "score": 0.0,
+                                                              "note": "no <answer> in completion; not sent"}
+        out.append({**row, "rewards": values, "reward": total, "giou": giou, "judge": judge_json})
+    return out
+
+
+def summarise(scored: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per dataset and overall: n, ACC (raw judge score x 100), GIoU, mean reward, judge failures."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in scored:
+        groups[row["dataset"]].append(row)
+        groups["all"].append(row)
+    table = {}
+    for name, rows in sorted(groups.items(), key=lambda kv: (kv[0] == "all", kv[0])):
+        ok = [r["judge"]["score"] for r in rows if r["judge"]["status"] == "ok"]
+        acc = mean_or_none(ok)
+        table[name] = {
+            "n": len(rows),
+            "acc": None if acc is None else 100.0 * acc,
+            "giou": mean_or_none(r["giou"] for r in rows),
+            "reward_mean": mean_or_none(r["reward"] for r in rows),
+            "judge_failures": sum(r["judge"]["status"] == "failed" for r in rows),
+        }
+    return table
+
+
+def format_table(table: dict[str, dict[str, Any]]) -> str:
+    def f(v: float | None, spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
+    lines = [f"{'dataset':<12} {'n':>6} {'ACC':>7} {'GIoU':>7} {'reward':>7} {'judge failures':>15}"]
+    for name, s in table.items():
+        lines.append(f"{name:<12} {s['n']:>6} {f(s['acc'], '.1f'):>7} {f(s['giou'], '.3f'):>7} "
+                     f"{f(s['reward_mean'], '.3f'):>7} {s['judge_failures']:>15}")
+    return "\n".join(lines)
+
+
+def summary_path(out: Path) -> Path:
+    name = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
+    return out.with_name(name + ".summary.json")
+
+
+def run_score(input_path: Path, out_path: Path, settings: ScoreSettings) -> dict[str, dict[str, Any]]:
+    rows = read_score_input(input_path)
+    scored = asyncio.run(score_rows(rows, settings))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with out_path.open("w") as f:
+        for row in scored:
+            f.write(json.dumps(row) + "\n")
+    table = summarise(scored)
+    summary_path(out_path).write_text(json.dumps(table, indent=2) + "\n")
+    return table
+
+
+__all__ = ["CoordFrame", "ScoreSettings", "run_score", "score_rows", "summarise", "ScoreInputError"]
