@@ -15,12 +15,31 @@ from pathlib import Path
 from grit_ray.config import GritConfig, save_resolved_config
 from grit_ray.data import RowRules, RowStream, materialise_sources
 from grit_ray.hardware import resolve_device, vllm_env
-from grit_ray.rollout import RolloutWorker
+from grit_ray.grounding import answer_text
+from grit_ray.judge import rule_score
+from grit_ray.rewards import RewardInput, RewardSet
+from grit_ray.rollout import GroupResult, RolloutWorker
 from grit_ray.tiny_model import ensure_model
 
 
 def _say(msg: str) -> None:
     print(f"[grit-ray demo] {msg}", flush=True)
+
+
+def _score_groups(cfg: GritConfig, groups: list[GroupResult]) -> list[list[float]]:
+    """GRIT rewards of every completion (rule judge: the demo needs no API key)."""
+    reward_set = RewardSet.build(cfg.reward.preset, cfg.reward.weights, cfg.reward.extra_components)
+    counting = {d.lower() for d in cfg.data.counting_datasets}
+    scores = []
+    for g in groups:
+        row_scores = []
+        for c in g.completions:
+            ans = answer_text(c.text)
+            judge = rule_score(ans, g.row.answer) if ans is not None else None
+            x = RewardInput(c.text, g.row.answer, g.row.dataset in counting, judge, c.token_ids)
+            row_scores.append(reward_set.score(x)[1])
+        scores.append(row_scores)
+    return scores
 
 
 def run_demo(cfg: GritConfig, run_dir: Path) -> Path:
@@ -59,14 +78,19 @@ def run_demo(cfg: GritConfig, run_dir: Path) -> Path:
         ray.shutdown()
 
     n_tokens = sum(len(c.token_ids) for g in groups for c in g.completions)
+    rewards = _score_groups(cfg, groups)
     out = run_dir / "samples.jsonl"
     with out.open("w") as f:
-        for g in groups:
+        for g, group_rewards in zip(groups, rewards):
             f.write(json.dumps({"row": g.row.to_json(), "prompt": g.prompt,
-                                "completions": [{"text": c.text, "tokens": len(c.token_ids),
-                                                 "finish_reason": c.finish_reason} for c in g.completions]}) + "\n")
+                                "completions": [{"text": c.text, "tokens": len(c.token_ids), "reward": r,
+                                                 "finish_reason": c.finish_reason}
+                                                for c, r in zip(g.completions, group_rewards)]}) + "\n")
     _say(f"generated {len(groups)} groups x {cfg.algorithm.group_size} completions, {n_tokens} tokens "
          f"in {gen_s:.2f}s ({n_tokens / max(gen_s, 1e-9):.0f} tok/s)")
+    flat = [r for rs in rewards for r in rs]
+    _say(f"rewards ({cfg.reward.preset.value}, rule judge): mean {sum(flat) / len(flat):.3f}, "
+         f"min {min(flat):.3f}, max {max(flat):.3f}")
     for g in groups[:4]:
         first = g.completions[0].text.replace("\n", " ")
         _say(f"  Q: {g.row.question}  ref: {g.row.answer}  -> {first[:60]!r}")

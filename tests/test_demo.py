@@ -26,6 +26,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert all(g["row"]["question"] in g["prompt"] for g in groups)
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["algorithm"]["prompts_per_step"] == 2 and saved["reward"]["judge"]["api_key_env"] == "OPENAI_API_KEY"
-    assert "generated 2 groups x 4 completions" in proc.stdout
+    assert "generated 2 groups x 4 completions" in proc.stdout and "rewards (grit-code, rule judge)" in proc.stdout
+    assert all(isinstance(c["reward"], float) for g in groups for c in g["completions"])
     leaked = [p for p in run.rglob("*") if p.is_file() and b"sk-must-not-leak-123" in p.read_bytes()]
     assert not leaked and "sk-must-not-leak-123" not in proc.stdout + proc.stderr
