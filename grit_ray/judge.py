@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import os
 import random
 import re
@@ -166,8 +165,9 @@ class OpenAIJudge:
         if req.image is None or not self.cfg.send_image:
             return [{"role": "user", "content": text}]
         data = base64.b64encode(req.image).decode()
+        mime = "image/jpeg" if req.image[:2] == b"\xff\xd8" else "image/png"
         return [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}},
+            {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}},
             {"type": "text", "text": text},
         ]}]
 
@@ -221,9 +221,3 @@ class RuleJudge:
 
 def make_judge(cfg: JudgeConfig) -> OpenAIJudge | RuleJudge:
     return OpenAIJudge(cfg) if cfg.kind is JudgeKind.OPENAI else RuleJudge()
-
-
-def image_bytes(img) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()

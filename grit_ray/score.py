@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grit_ray.config import CoordFrame, JudgeConfig, PromptTemplate, RewardPreset
+from grit_ray.config import JudgeConfig, PromptTemplate, RewardPreset
 from grit_ray.grounding import FrameSpec, answer_text
 from grit_ray.judge import JudgeRequest, JudgeResult, make_judge
 from grit_ray.metrics import completion_giou, mean_or_none
@@ -153,5 +153,3 @@ def run_score(input_path: Path, out_path: Path, settings: ScoreSettings) -> dict
     summary_path(out_path).write_text(json.dumps(table, indent=2) + "\n")
     return table
 
-
-__all__ = ["CoordFrame", "ScoreSettings", "run_score", "score_rows", "summarise", "ScoreInputError"]

@@ -164,8 +164,7 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None) -> 
     tokenizer = _build_tokenizer(spec.vocab_size)
     config = _build_config(spec, tokenizer)
 
-    torch.manual_seed(spec.seed)
-    with torch.random.fork_rng():
+    with torch.random.fork_rng():  # seeded init without disturbing the caller's RNG
         torch.manual_seed(spec.seed)
         model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32).eval()
     placeholder_ids = vision_placeholder_ids(tokenizer)
