@@ -9,8 +9,9 @@ named by ``reward.judge.api_key_env``.
 from __future__ import annotations
 
 import difflib
-import json
 import enum
+import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -431,6 +432,9 @@ def _suggest(loc: tuple[Any, ...]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+_SCIENTIFIC = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``'rollout.temperature=1.0'`` -> (['rollout', 'temperature'], 1.0). Values are YAML scalars/lists."""
     if "=" not in item:
@@ -443,11 +447,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError([f"{key}: cannot parse value {raw!r}: {e}"]) from None
-    if isinstance(value, str):
-        try:  # YAML 1.1 reads '1e-4' as a string; on a command line it means the number
-            value = float(value) if any(c in value.lower() for c in "e.") and value.strip() else value
-        except ValueError:
-            pass
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads '1e-4' as a string; on a command line it means the number
     return path, value
 
 

@@ -85,6 +85,9 @@ def test_secrets_are_refused_with_guidance():
         ("a.b=null", ["a", "b"], None),
         ("a.b=[1, 2]", ["a", "b"], [1, 2]),
         ("a.b=x=y", ["a", "b"], "x=y"),
+        ("a.b=2.5E+3", ["a", "b"], 2500.0),
+        ("a.b=gpt-4.1", ["a", "b"], "gpt-4.1"),
+        ("a.b=run-e1", ["a", "b"], "run-e1"),
     ],
 )
 def test_parse_override(item, path, value):
