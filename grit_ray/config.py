@@ -266,6 +266,12 @@ class AlgorithmConfig(Section):
     is_correction: bool = Field(False, description="truncated importance sampling with rollout log-probs")
     is_cap: float = Field(3.0, gt=0.0, description="importance weight cap")
     drop_zero_signal_groups: bool = Field(False, description="drop groups whose rewards are all equal")
+    kl_ratio_correction: bool = Field(
+        False, description="multiply the k3 term by the ratio (unbiased reverse-KL gradient, TRL's default); GRIT: off"
+    )
+    scale_logits_by_temperature: bool = Field(
+        True, description="learner log-probs at rollout.temperature (TRL, verl, OpenRLHF); false: raw logits"
+    )
 
     @property
     def completions_per_step(self) -> int:
@@ -298,6 +304,9 @@ class LearnerConfig(Section):
     adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
     gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
     freeze_vision_tower: bool = Field(False, description="train the language model only (GRIT trains all)")
+    cpu_shm_allreduce: bool = Field(
+        False, description="CPU only: DeepSpeed's shared-memory allreduce kernel (26-42 s JIT compile); false: gloo"
+    )
 
 
 class SyncTransport(str, enum.Enum):

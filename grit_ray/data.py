@@ -49,6 +49,16 @@ class RowError:
         return f"{self.source}:{self.line}: {self.reason}" if self.line else f"{self.source}: {self.reason}"
 
 
+def open_image(image: str | bytes, where: str) -> Image.Image:
+    """An image path or encoded bytes as RGB; DataError names ``where`` when it cannot be read."""
+    try:
+        src = io.BytesIO(image) if isinstance(image, bytes) else image
+        with Image.open(src) as im:
+            return im.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise DataError(f"{where}: cannot read image: {e}") from None
+
+
 @dataclass
 class Row:
     question: str
@@ -69,12 +79,7 @@ class Row:
 
     def open_image(self) -> Image.Image:
         """The image as RGB. Raises DataError naming the row when it cannot be read."""
-        try:
-            src = io.BytesIO(self.image) if isinstance(self.image, bytes) else self.image
-            with Image.open(src) as im:
-                return im.convert("RGB")
-        except (OSError, UnidentifiedImageError, ValueError) as e:
-            raise DataError(f"{self.where}: cannot read image: {e}") from None
+        return open_image(self.image, self.where)
 
     def to_json(self) -> dict[str, Any]:
         """The row in GRIT's JSON form (image bytes are not serialised; the name is kept)."""

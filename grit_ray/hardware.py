@@ -43,6 +43,11 @@ def vllm_env(device: str, cpu_kv_cache_gib: int) -> dict[str, str]:
     return env
 
 
+def deepspeed_env(device: str) -> dict[str, str]:
+    """Name DeepSpeed's accelerator explicitly instead of letting it probe (a GPU node may host CPU actors)."""
+    return {"DS_ACCELERATOR": device}
+
+
 def apply_env(env: dict[str, str]) -> None:
     for k, v in env.items():
         os.environ.setdefault(k, v)

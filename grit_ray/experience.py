@@ -1,0 +1,185 @@
+"""Training samples and the VLM micro-batches built from them.
+
+A ``TrainSample`` is one scored completion: the chat-formatted prompt (one image placeholder), the
+image reference, the completion's token ids as the rollout engine sampled them, its advantage
+and, optionally, the engine's log-probs. The learner turns a list of them into a ``MicroBatch``:
+
+    prompt part      left-padded  (B, P)   input ids expanded by the processor, image tensors
+    completion part  right-padded (B, T)   sampled token ids, mask, rollout log-probs
+
+so every completion starts at column P and the model is asked only for the last T + 1 logits.
+The image goes through the same Hugging Face processor with the same pixel limits as on the
+rollout side (``model.min_pixels`` / ``max_pixels``), so image-token counts agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from grit_ray.algorithm import BatchTotals, group_advantages, token_logprobs, zero_signal_groups
+from grit_ray.config import AlgorithmConfig
+from grit_ray.data import open_image
+
+# processor outputs that are one value per prompt token and so are padded with the prompt
+_TOKEN_ALIGNED = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+
+
+@dataclass
+class TrainSample:
+    prompt: str  # chat-templated prompt text with one image placeholder
+    image: str | bytes  # path or encoded bytes; opened where tensors are built
+    completion_ids: list[int]
+    advantage: float
+    rollout_logprobs: list[float] | None = None  # sampled-token log-probs under the rollout engine
+    group_id: int = 0
+    weight: float = 1.0  # 0.0: a filler that keeps data-parallel ranks in lock-step, contributes nothing
+    where: str = ""  # data row (file:line) for error messages
+
+    def filler(self) -> TrainSample:
+        """A zero-weight copy: same shapes, no contribution to loss or metrics."""
+        return TrainSample(self.prompt, self.image, self.completion_ids, 0.0, self.rollout_logprobs,
+                           self.group_id, 0.0, self.where)
+
+
+@dataclass
+class MicroBatch:
+    prompt_ids: torch.Tensor  # (B, P) int64, left-padded
+    prompt_mask: torch.Tensor  # (B, P) int64
+    completion_ids: torch.Tensor  # (B, T) int64, right-padded
+    completion_mask: torch.Tensor  # (B, T) float
+    advantages: torch.Tensor  # (B,)
+    weights: torch.Tensor  # (B,)
+    rollout_logp: torch.Tensor | None  # (B, T) or None when any sample lacks engine log-probs
+    image_inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # pixel_values, image_grid_thw, ...
+    prompt_token_inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, P) extras, e.g. mm_token_type_ids
+
+    def to(self, device: str) -> MicroBatch:
+        def mv(t):
+            return None if t is None else t.to(device)
+
+        return MicroBatch(
+            mv(self.prompt_ids), mv(self.prompt_mask), mv(self.completion_ids), mv(self.completion_mask),
+            mv(self.advantages), mv(self.weights), mv(self.rollout_logp),
+            {k: mv(v) for k, v in self.image_inputs.items()},
+            {k: mv(v) for k, v in self.prompt_token_inputs.items()},
+        )
+
+    def model_inputs(self) -> dict[str, Any]:
+        """Keyword arguments for the model's forward over prompt + completion."""
+        B, T = self.completion_ids.shape
+        extras = {
+            k: torch.cat([v, torch.zeros(B, T, dtype=v.dtype, device=v.device)], dim=1)
+            for k, v in self.prompt_token_inputs.items()
+        }
+        return {
+            "input_ids": torch.cat([self.prompt_ids, self.completion_ids], dim=1),
+            "attention_mask": torch.cat([self.prompt_mask, self.completion_mask.long()], dim=1),
+            **self.image_inputs,
+            **extras,
+        }
+
+
+class PromptEncoder:
+    """Prompt text + image -> processor tensors, with the configured pixel limits. Caches per
+    (prompt, image): a group's G completions share one prompt."""
+
+    def __init__(self, processor, min_pixels: int, max_pixels: int):
+        self.processor = processor
+        self.size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+        self._cache: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+
+    def encode(self, prompt: str, image: str | bytes, where: str = "") -> dict[str, torch.Tensor]:
+        key = (prompt, image if isinstance(image, str) else hashlib.sha1(image).hexdigest())
+        if key not in self._cache:
+            img = open_image(image, where or "train sample")
+            out = self.processor(text=[prompt], images=[img], return_tensors="pt", size=self.size)
+            self._cache[key] = dict(out)
+        return self._cache[key]
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
+def collate(samples: list[TrainSample], encoder: PromptEncoder, pad_id: int) -> MicroBatch:
+    encoded = [encoder.encode(s.prompt, s.image, s.where) for s in samples]
+    B = len(samples)
+    P = max(e["input_ids"].shape[1] for e in encoded)
+    T = max(max(len(s.completion_ids) for s in samples), 1)
+
+    prompt_ids = torch.full((B, P), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros(B, P, dtype=torch.long)
+    token_extras = {k: torch.zeros(B, P, dtype=encoded[0][k].dtype) for k in _TOKEN_ALIGNED[2:] if k in encoded[0]}
+    completion_ids = torch.full((B, T), pad_id, dtype=torch.long)
+    completion_mask = torch.zeros(B, T)
+    have_rollout = all(s.rollout_logprobs is not None for s in samples)
+    rollout_logp = torch.zeros(B, T) if have_rollout else None
+    image_parts: dict[str, list[torch.Tensor]] = {}
+    for i, (s, e) in enumerate(zip(samples, encoded)):
+        n = e["input_ids"].shape[1]
+        prompt_ids[i, P - n:] = e["input_ids"][0]
+        prompt_mask[i, P - n:] = e["attention_mask"][0]
+        for k, t in token_extras.items():
+            t[i, P - n:] = e[k][0]
+        c = len(s.completion_ids)
+        completion_ids[i, :c] = torch.tensor(s.completion_ids, dtype=torch.long)
+        completion_mask[i, :c] = 1.0
+        if rollout_logp is not None:
+            if len(s.rollout_logprobs) != c:
+                raise ValueError(f"{s.where}: {len(s.rollout_logprobs)} rollout log-probs for {c} completion tokens")
+            rollout_logp[i, :c] = torch.tensor(s.rollout_logprobs)
+        for k, v in e.items():
+            if k not in _TOKEN_ALIGNED:
+                image_parts.setdefault(k, []).append(v)
+    return MicroBatch(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        completion_ids=completion_ids,
+        completion_mask=completion_mask,
+        advantages=torch.tensor([s.advantage for s in samples], dtype=torch.float32),
+        weights=torch.tensor([s.weight for s in samples], dtype=torch.float32),
+        rollout_logp=rollout_logp,
+        image_inputs={k: torch.cat(v, dim=0) for k, v in image_parts.items()},  # patches / grids stacked
+        prompt_token_inputs=token_extras,
+    )
+
+
+def completion_logprobs(model, batch: MicroBatch, temperature: float = 1.0) -> torch.Tensor:  # (B, T)
+    """Per-token log-probs of the completion tokens under ``model``: one forward over prompt +
+    completion, keeping only the T + 1 final logits (the last predicts nothing and is dropped)."""
+    T = batch.completion_ids.shape[1]
+    logits = model(**batch.model_inputs(), logits_to_keep=T + 1, use_cache=False).logits  # (B, T + 1, V)
+    return token_logprobs(logits[:, :-1, :], batch.completion_ids, temperature)
+
+
+def micro_batches(samples: list[TrainSample], size: int) -> list[list[TrainSample]]:
+    return [samples[i:i + size] for i in range(0, len(samples), size)]
+
+
+def totals_of(samples: list[TrainSample]) -> BatchTotals:
+    """Loss normalisers of a whole optimizer batch (fillers excluded)."""
+    real = [s for s in samples if s.weight > 0]
+    return BatchTotals(sequences=float(len(real)), tokens=float(sum(len(s.completion_ids) for s in real)))
+
+
+def assign_advantages(samples: list[TrainSample], rewards: list[float],
+                      algo: AlgorithmConfig) -> tuple[list[TrainSample], dict[str, float]]:
+    """Group advantages over whole groups (``group_id``), wherever their members sit in the list.
+    Groups whose rewards are all equal are counted, and dropped when the config says so."""
+    if len(samples) != len(rewards):
+        raise ValueError(f"{len(samples)} samples but {len(rewards)} rewards")
+    r = torch.tensor(rewards, dtype=torch.float64)
+    gid = torch.tensor([s.group_id for s in samples], dtype=torch.long)
+    adv = group_advantages(r, gid, algo.adv_eps, algo.adv_std_normalize)
+    flat = zero_signal_groups(r, gid)
+    keep = [not (algo.drop_zero_signal_groups and bool(f)) for f in flat]
+    out = [replace(s, advantage=float(a)) for s, a, k in zip(samples, adv, keep) if k]
+    stats = {
+        "groups": float(len(set(gid.tolist()))),
+        "zero_signal_groups": float(len({g for g, f in zip(gid.tolist(), flat.tolist()) if f})),
+        "dropped_samples": float(len(samples) - len(out)),
+    }
+    return out, stats

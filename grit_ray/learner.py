@@ -1,0 +1,261 @@
+"""One data-parallel learner rank: a DeepSpeed engine over the policy, the frozen reference model,
+and the GRPO-GR loss from ``algorithm``. Plain class; ``learner_group`` wraps it in Ray actors.
+
+Gradient accumulation: the rank runs its micro-batches with DeepSpeed's explicit accumulation
+boundary, so the micro-batch count may vary from step to step (dropped groups); the loss of each
+micro-batch is already its share of the global batch (``BatchTotals``), so DeepSpeed's own
+division by the accumulation steps is turned off and its mean over ranks is undone by scaling the
+loss by the world size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from grit_ray.algorithm import BatchTotals, LossSettings, policy_loss
+from grit_ray.config import GritConfig, ZeroStage
+from grit_ray.experience import PromptEncoder, TrainSample, collate, completion_logprobs, micro_batches
+from grit_ray.hardware import apply_env, deepspeed_env, resolve_comm_backend, resolve_device, resolve_dtype
+
+# Files that make a saved model directory loadable besides the weights (copied from the source).
+_MODEL_SIDE_FILES = (
+    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+    "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json", "preprocessor_config.json",
+    "processor_config.json", "video_preprocessor_config.json", "added_tokens.json",
+)
+VISION_TOWER_NAMES = ("visual", "vision_tower", "vision_model")  # Qwen2.5-VL, InternVL3 (HF), others
+
+
+def deepspeed_config(cfg: GritConfig, world_size: int, device: str) -> dict[str, Any]:
+    """The DeepSpeed config dict for the policy engine, from the typed config (pure)."""
+    lc = cfg.learner
+    per_rank = cfg.algorithm.completions_per_step // world_size
+    zero: dict[str, Any] = {"stage": int(lc.zero_stage), "contiguous_gradients": True, "overlap_comm": device == "cuda"}
+    if lc.zero_stage is ZeroStage.ZERO3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = False  # we gather bucket by bucket ourselves
+    return {
+        "train_micro_batch_size_per_gpu": lc.micro_batch_size,
+        "gradient_accumulation_steps": max(per_rank // lc.micro_batch_size, 1),
+        "train_batch_size": max(per_rank // lc.micro_batch_size, 1) * lc.micro_batch_size * world_size,
+        "gradient_clipping": lc.grad_clip,
+        "zero_optimization": zero,
+        "bf16": {"enabled": resolve_dtype(cfg.model.dtype, device) == "bfloat16"},
+        "zero_allow_untested_optimizer": True,  # torch AdamW: no JIT-compiled optimizer op needed
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def lr_multiplier(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """Linear warm-up to 1, then cosine decay to 0 at ``total_steps`` (or constant)."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def vision_tower(model: torch.nn.Module) -> torch.nn.Module | None:
+    for owner in (getattr(model, "model", None), model):
+        for name in VISION_TOWER_NAMES:
+            if owner is not None and isinstance(getattr(owner, name, None), torch.nn.Module):
+                return getattr(owner, name)
+    return None
+
+
+class PolicyLearner:
+    """One rank of the data-parallel learner. All ranks must call the collective methods
+    (``train_step``, ``weight_buckets``, ``save_*``, ``load_checkpoint``) together."""
+
+    def __init__(self, cfg: GritConfig, model_path: str, rank: int, world_size: int, master_addr: str,
+                 master_port: int):
+        started = time.perf_counter()
+        self.cfg, self.rank, self.world_size, self.model_path = cfg, rank, world_size, model_path
+        self.device = resolve_device(cfg.model.device)
+        self.dtype = getattr(torch, resolve_dtype(cfg.model.dtype, self.device))
+        apply_env(deepspeed_env(self.device))
+        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
+                          WORLD_SIZE=str(world_size), LOCAL_RANK="0" if self.device == "cuda" else str(rank))
+        import deepspeed
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers.integrations import HfDeepSpeedConfig
+
+        if self.device == "cpu" and not cfg.learner.cpu_shm_allreduce:
+            # The shared-memory allreduce kernel JIT-compiles for 26-42 s; gloo does the job without it.
+            deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+        deepspeed.init_distributed(dist_backend=resolve_comm_backend(cfg.learner.comm_backend, self.device),
+                                   auto_mpi_discovery=False, verbose=False)
+        if self.device == "cuda":
+            torch.cuda.set_device(0)  # each actor sees exactly its own GPU
+        torch.manual_seed(cfg.run.seed)
+        self.ds_config = deepspeed_config(cfg, world_size, self.device)
+        self.zero3 = cfg.learner.zero_stage is ZeroStage.ZERO3
+        # ZeRO-3: transformers partitions weights at load time only while this object is alive.
+        self._hf_ds = HfDeepSpeedConfig(self.ds_config) if self.zero3 else None
+
+        def load():
+            return AutoModelForImageTextToText.from_pretrained(model_path, dtype=self.dtype,
+                                                               trust_remote_code=cfg.model.trust_remote_code)
+
+        model = load()
+        if cfg.learner.freeze_vision_tower and (tower := vision_tower(model)) is not None:
+            tower.requires_grad_(False)
+        if cfg.learner.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.learner.lr, betas=tuple(cfg.learner.adam_betas),
+                                      weight_decay=cfg.learner.weight_decay)
+        total, warm, sched = cfg.run.steps, cfg.learner.warmup_steps, cfg.learner.lr_schedule
+
+        def make_scheduler(opt):
+            return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_multiplier(s, warm, total, sched))
+
+        self.engine, _, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=make_scheduler, config=self.ds_config)
+
+        self.reference = None
+        if cfg.algorithm.kl_beta > 0:  # beta = 0: no reference model at all
+            ref = load().eval().requires_grad_(False)
+            if self.zero3:
+                ref_config = {k: self.ds_config[k] for k in ("train_micro_batch_size_per_gpu", "bf16")}
+                ref_config["zero_optimization"] = {"stage": 3}
+                self.reference = deepspeed.initialize(model=ref, config=ref_config)[0]
+            else:
+                self.reference = ref.to(self.device)
+
+        processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code)
+        self.encoder = PromptEncoder(processor, cfg.model.min_pixels, cfg.model.max_pixels)
+        self.pad_id = processor.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = processor.tokenizer.eos_token_id
+        alg = cfg.algorithm
+        self.loss_settings = LossSettings(alg.kl_beta, alg.clip_eps_low, alg.clip_eps_high, alg.loss_agg,
+                                          alg.is_correction, alg.is_cap, alg.kl_ratio_correction)
+        self.temperature = cfg.rollout.temperature if alg.scale_logits_by_temperature else 1.0
+        self.step = 0
+        self.startup_s = time.perf_counter() - started
+
+    # ------------------------------------------------------------------ training
+
+    def train_step(self, samples: list[TrainSample], totals: BatchTotals) -> dict[str, float]:
+        """One optimizer step over this rank's shard. Returns metric sums (the group reduces them)."""
+        started = time.perf_counter()
+        self.engine.train()
+        sums: dict[str, float] = defaultdict(float)
+        chunks = micro_batches(samples, self.cfg.learner.micro_batch_size)
+        for i, chunk in enumerate(chunks):
+            batch = collate(chunk, self.encoder, self.pad_id).to(self.device)
+            ref_logp = None
+            if self.reference is not None:
+                with torch.no_grad():
+                    ref_logp = completion_logprobs(self.reference, batch, self.temperature)
+            self.engine.set_gradient_accumulation_boundary(i == len(chunks) - 1)
+            logp = completion_logprobs(self.engine, batch, self.temperature)
+            loss, metrics = policy_loss(logp, logp.detach(), batch.advantages, batch.completion_mask, totals,
+                                        self.loss_settings, ref_logp, batch.rollout_logp, batch.weights)
+            # DeepSpeed averages gradients over ranks; the loss is already this micro-batch's share.
+            self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
+            sums["loss"] += float(loss.detach())
+            for k, v in metrics.items():
+                sums[k] = max(sums[k], float(v)) if k.endswith("_max") else sums[k] + float(v)
+        self.engine.step()
+        self.encoder.clear()
+        self.step += 1
+        grad_norm = self.engine.get_global_grad_norm()
+        sums.update(grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
+                    lr=float(self.scheduler.get_last_lr()[0]), micro_batches=len(chunks),
+                    train_s=time.perf_counter() - started)
+        return dict(sums)
+
+    # ------------------------------------------------------------------ weights out
+
+    def _param_bytes(self, p: torch.Tensor) -> int:
+        numel = p.ds_numel if hasattr(p, "ds_numel") else p.numel()
+        return numel * p.element_size()
+
+    def weight_buckets(self, bucket_mb: float, rank0_only: bool = True) -> Iterator[list[tuple[str, torch.Tensor]]]:
+        """Full parameters in buckets of about ``bucket_mb``: under ZeRO-3 each bucket is gathered
+        with one collective (all ranks iterate together), copied to CPU, and released before the
+        next, so no rank ever holds the whole model twice. Other ranks get empty buckets when
+        ``rank0_only``."""
+        import deepspeed
+
+        limit = int(bucket_mb * 2**20)
+        group: list[tuple[str, torch.nn.Parameter]] = []
+        size = 0
+        for name, p in self.engine.module.named_parameters():
+            nbytes = self._param_bytes(p)
+            if group and size + nbytes > limit:
+                yield self._gather(group, deepspeed, rank0_only)
+                group, size = [], 0
+            group.append((name, p))
+            size += nbytes
+        if group:
+            yield self._gather(group, deepspeed, rank0_only)
+
+    def _gather(self, group, deepspeed, rank0_only: bool) -> list[tuple[str, torch.Tensor]]:
+        keep = self.rank == 0 or not rank0_only
+        with deepspeed.zero.GatheredParameters([p for _, p in group], enabled=self.zero3):
+            return [(n, p.detach().to("cpu", copy=True)) for n, p in group] if keep else []
+
+    def save_hf_model(self, out_dir: str | Path, bucket_mb: float = 512) -> Path | None:
+        """HF-format model (safetensors shards, one per bucket, + index and side files) that
+        transformers and vLLM load. Collective; rank 0 writes."""
+        from safetensors.torch import save_file
+
+        out = Path(out_dir)
+        tmp = out.with_name(out.name + ".partial")
+        if self.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        weight_map: dict[str, str] = {}
+        total = 0
+        shards: list[str] = []
+        for bucket in self.weight_buckets(bucket_mb):
+            if self.rank != 0:
+                continue
+            fname = f"model-{len(shards) + 1:05d}.safetensors"
+            save_file({n: t.contiguous() for n, t in bucket}, str(tmp / fname), metadata={"format": "pt"})
+            shards.append(fname)
+            for n, t in bucket:
+                weight_map[n] = fname
+                total += t.numel() * t.element_size()
+        if self.rank != 0:
+            return None
+        # the standard sharded naming, so tools that count shards are happy
+        final_names = {f: f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i, f in enumerate(shards)}
+        for old, new in final_names.items():
+            (tmp / old).rename(tmp / new)
+        index = {"metadata": {"total_size": total}, "weight_map": {n: final_names[f] for n, f in weight_map.items()}}
+        (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
+        for name in _MODEL_SIDE_FILES:
+            if (src := Path(self.model_path) / name).exists():
+                shutil.copy2(src, tmp / name)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)  # a crash mid-save never leaves a half-written model under the final name
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self, ckpt_dir: str | Path) -> None:
+        """Optimizer, scheduler, partitioned weights and step, for exact resume. Collective."""
+        self.engine.save_checkpoint(str(Path(ckpt_dir) / "deepspeed"), tag="state", client_state={"step": self.step})
+
+    def load_checkpoint(self, ckpt_dir: str | Path) -> int:
+        path, client = self.engine.load_checkpoint(str(Path(ckpt_dir) / "deepspeed"), tag="state",
+                                                   load_optimizer_states=True, load_lr_scheduler_states=True)
+        if path is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint under {ckpt_dir}/deepspeed")
+        self.step = int(client["step"])
+        return self.step
