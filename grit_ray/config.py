@@ -302,6 +302,7 @@ class LearnerConfig(Section):
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
     grad_clip: float = Field(1.0, gt=0.0, description="gradient-norm clip")
     adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    adam_eps: float = Field(1e-8, gt=0.0, description="AdamW epsilon")
     gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
     freeze_vision_tower: bool = Field(False, description="train the language model only (GRIT trains all)")
     cpu_shm_allreduce: bool = Field(
@@ -320,7 +321,7 @@ class WeightSyncConfig(Section):
     transport: SyncTransport = Field(
         SyncTransport.BROADCAST, description="broadcast: collective over gloo/nccl; object_store: Ray objects"
     )
-    bucket_mb: int = Field(512, gt=0, description="bucket size for gathered parameters")
+    bucket_mb: float = Field(512, gt=0, description="bucket size (MiB) for gathered parameters")
 
 
 class ResourcesConfig(Section):

@@ -115,7 +115,7 @@ class PolicyLearner:
             model.gradient_checkpointing_enable()
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.learner.lr, betas=tuple(cfg.learner.adam_betas),
-                                      weight_decay=cfg.learner.weight_decay)
+                                      eps=cfg.learner.adam_eps, weight_decay=cfg.learner.weight_decay)
         total, warm, sched = cfg.run.steps, cfg.learner.warmup_steps, cfg.learner.lr_schedule
 
         def make_scheduler(opt):
@@ -169,12 +169,13 @@ class PolicyLearner:
             sums["loss"] += float(loss.detach())
             for k, v in metrics.items():
                 sums[k] = max(sums[k], float(v)) if k.endswith("_max") else sums[k] + float(v)
+        lr = float(self.scheduler.get_last_lr()[0])  # the rate this step applies
         self.engine.step()
         self.encoder.clear()
         self.step += 1
         grad_norm = self.engine.get_global_grad_norm()
         sums.update(grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
-                    lr=float(self.scheduler.get_last_lr()[0]), micro_batches=len(chunks),
+                    lr=lr, micro_batches=len(chunks),
                     train_s=time.perf_counter() - started)
         return dict(sums)
 

@@ -1,0 +1,188 @@
+"""DeepSpeed learner ranks in real Ray actors over gloo, on the tiny Qwen2.5-VL (CPU, float32).
+
+The shared-memory allreduce kernel is off (config default on CPU), so no test pays its JIT compile."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import ray
+import torch
+
+from grit_ray.algorithm import LossSettings, policy_loss
+from grit_ray.config import DataSource, SynthSpec, load_config
+from grit_ray.data import RowStream
+from grit_ray.experience import PromptEncoder, TrainSample, assign_advantages, collate, completion_logprobs, totals_of
+from grit_ray.learner_group import LearnerGroup
+from grit_ray.prompts import chat_messages
+from grit_ray.synth import write_synth
+
+pytestmark = pytest.mark.ray
+
+# One actor on the whole batch vs two actors on halves: same math, different float32 summation
+# order. Adam's first update is lr * g / (|g| + eps): with eps 1e-8 a gradient entry near zero turns
+# that order noise into a visible step (measured: 2 of 397,248 weights differ by 2.1e-6 at lr 1e-3).
+# With eps 1e-3 the update is smooth in g and the largest difference measured is 7.5e-9.
+PARAM_ATOL = 1e-7
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_local():
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, namespace="grit-ray-learner-tests")
+    yield
+    ray.shutdown()
+
+
+def _cfg(**overrides):
+    base = {"algorithm.prompts_per_step": 4, "algorithm.group_size": 4, "learner.micro_batch_size": 2,
+            "learner.lr": 1e-3, "run.steps": 10, "model.device": "cpu", "model.dtype": "float32",
+            "learner.comm_backend": "gloo", "learner.adam_eps": 1e-3}
+    base.update(overrides)
+    return load_config(overrides=[f"{k}={v}" for k, v in base.items()])
+
+
+def _batch(model_dir, data_dir, seed: int, cfg) -> list[TrainSample]:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    rows = list(RowStream([DataSource(path=str(data_dir), images=str(data_dir.parent / "images"))]))[:4]
+    g = torch.Generator().manual_seed(seed)
+    samples = []
+    for gi, row in enumerate(rows):
+        prompt = tok.apply_chat_template(chat_messages(row.question), tokenize=False, add_generation_prompt=True)
+        for _ in range(4):
+            n = int(torch.randint(3, 12, (1,), generator=g))
+            samples.append(TrainSample(prompt, row.image, torch.randint(10, 400, (n,), generator=g).tolist(), 0.0,
+                                       group_id=gi, where=row.where))
+    rewards = torch.rand(len(samples), generator=g).tolist()
+    return assign_advantages(samples, rewards, cfg.algorithm)[0]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_synth(tmp_path_factory.mktemp("learner-data"), SynthSpec(n=4, seed=5))
+
+
+def _surrogate(model_dir, weights, samples, old_logp):
+    """The GRPO surrogate on a fixed batch with the sampling policy held fixed (lower is better)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
+    model.load_state_dict(weights)
+    proc = AutoProcessor.from_pretrained(model_dir)
+    batch = collate(samples, PromptEncoder(proc, 3136, 12544), proc.tokenizer.pad_token_id)
+    with torch.no_grad():
+        logp = completion_logprobs(model, batch, 0.9)
+    old = logp if old_logp is None else old_logp
+    loss, _ = policy_loss(logp, old, batch.advantages, batch.completion_mask, totals_of(samples),
+                          LossSettings(kl_beta=0.0, clip_eps_low=10.0, clip_eps_high=10.0))
+    return loss.item(), logp
+
+
+def test_loss_decreases_on_a_fixed_batch_zero2_without_reference(tiny_model_dir, data_dir):
+    cfg = _cfg(**{"learner.zero_stage": 2, "learner.num_actors": 1, "algorithm.kl_beta": 0.0})
+    samples = _batch(tiny_model_dir, data_dir, 0, cfg)
+    group = LearnerGroup(cfg, str(tiny_model_dir))
+    try:
+        before, old = _surrogate(tiny_model_dir, group.full_weights(), samples, None)
+        losses, metrics = [before], []
+        for _ in range(4):
+            metrics.append(group.train_step(samples))
+            losses.append(_surrogate(tiny_model_dir, group.full_weights(), samples, old)[0])
+    finally:
+        group.shutdown()
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert losses[-1] < losses[0] - 0.05
+    assert "kl_mean" not in metrics[0]  # beta = 0: no reference model, no KL
+    assert metrics[0]["micro_batches"] == 8 and metrics[0]["tokens"] == sum(len(s.completion_ids) for s in samples)
+    assert all(m["grad_norm"] > 0 for m in metrics)
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_two_actors_equal_one_actor_with_the_whole_batch(tiny_model_dir, data_dir, stage):
+    cfg1 = _cfg(**{"learner.zero_stage": stage, "learner.num_actors": 1})
+    cfg2 = _cfg(**{"learner.zero_stage": stage, "learner.num_actors": 2})
+    samples = _batch(tiny_model_dir, data_dir, 1, cfg1)
+    weights, metrics = [], []
+    for cfg in (cfg1, cfg2):
+        group = LearnerGroup(cfg, str(tiny_model_dir))
+        try:
+            metrics.append(group.train_step(samples))
+            weights.append(group.full_weights())
+        finally:
+            group.shutdown()
+    initial = _initial(tiny_model_dir)
+    moved = 0
+    for name, w1 in weights[0].items():
+        torch.testing.assert_close(weights[1][name], w1, rtol=0, atol=PARAM_ATOL, msg=name)
+        moved += int(not torch.equal(w1, initial[name]))
+    assert moved > len(initial) // 2  # the step changed the weights; equality is not trivial
+    for key in ("loss", "kl_mean", "tokens", "grad_norm"):
+        assert metrics[1][key] == pytest.approx(metrics[0][key], rel=1e-5), key
+    assert metrics[0]["kl_mean"] == 0.0  # policy == reference before the first update
+
+
+def _initial(model_dir):
+    from transformers import AutoModelForImageTextToText
+
+    return dict(AutoModelForImageTextToText.from_pretrained(model_dir).named_parameters())
+
+
+def test_checkpoint_resume_gives_the_identical_next_step(tiny_model_dir, data_dir, tmp_path):
+    cfg = _cfg(**{"learner.zero_stage": 3, "learner.num_actors": 2, "learner.warmup_steps": 2})
+    first, second = _batch(tiny_model_dir, data_dir, 2, cfg), _batch(tiny_model_dir, data_dir, 3, cfg)
+    group = LearnerGroup(cfg, str(tiny_model_dir))
+    try:
+        first_metrics = group.train_step(first)
+        group.save_checkpoint(tmp_path / "ckpt")
+        expected_metrics = group.train_step(second)
+        expected = group.full_weights()
+    finally:
+        group.shutdown()
+    resumed = LearnerGroup(cfg, str(tiny_model_dir))
+    try:
+        assert resumed.load_checkpoint(tmp_path / "ckpt") == 1
+        got_metrics = resumed.train_step(second)
+        got = resumed.full_weights()
+    finally:
+        resumed.shutdown()
+    for name, w in expected.items():
+        assert torch.equal(got[name], w), name  # exact: same partitions, optimizer moments and schedule
+    # warm-up of 2 steps: step 1 ran at half the rate, step 2 (the resumed one) at the full rate
+    assert first_metrics["lr"] == pytest.approx(5e-4) and got_metrics["lr"] == expected_metrics["lr"] == 1e-3
+    assert got_metrics["loss"] == expected_metrics["loss"]
+
+
+def test_zero3_weights_gathered_in_buckets_and_saved_as_hf_model(tiny_model_dir, data_dir, tmp_path):
+    from safetensors import safe_open
+    from transformers import AutoModelForImageTextToText
+
+    cfg = _cfg(**{"learner.zero_stage": 3, "learner.num_actors": 2, "weight_sync.bucket_mb": 0.25})
+    group = LearnerGroup(cfg, str(tiny_model_dir))
+    try:
+        group.train_step(_batch(tiny_model_dir, data_dir, 4, cfg))
+        sizes = ray.get(group.actors[0].bucket_sizes.remote(0.25))
+        assert ray.get(group.actors[1].bucket_sizes.remote(0.25)) == []  # rank 1 only takes part in gathers
+        weights = group.full_weights()
+        out = group.save_hf_model(tmp_path / "hf")
+    finally:
+        group.shutdown()
+    limit = 0.25 * 2**20
+    largest_param = max(t.numel() * t.element_size() for t in weights.values())
+    assert len(sizes) > 2 and all(s <= max(limit, largest_param) for s in sizes)
+    assert sum(sizes) == sum(t.numel() * t.element_size() for t in weights.values())
+
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"]) == set(weights) and len(set(index["weight_map"].values())) == len(sizes)
+    for shard in set(index["weight_map"].values()):
+        with safe_open(str(out / shard), "pt") as f:
+            assert set(f.keys()) == {n for n, s in index["weight_map"].items() if s == shard}
+    loaded = AutoModelForImageTextToText.from_pretrained(out)
+    for name, p in loaded.named_parameters():
+        assert torch.equal(p.detach(), weights[name]), name
+    from transformers import AutoProcessor
+
+    assert AutoProcessor.from_pretrained(out).tokenizer.get_vocab() == AutoProcessor.from_pretrained(
+        tiny_model_dir).tokenizer.get_vocab()
+    assert not (tmp_path / "hf.partial").exists()
