@@ -154,20 +154,29 @@ def test_checkpoint_resume_gives_the_identical_next_step(tiny_model_dir, data_di
     assert got_metrics["loss"] == expected_metrics["loss"]
 
 
-def test_zero3_weights_gathered_in_buckets_and_saved_as_hf_model(tiny_model_dir, data_dir, tmp_path):
-    from safetensors import safe_open
-    from transformers import AutoModelForImageTextToText
-
-    cfg = _cfg(**{"learner.zero_stage": 3, "learner.num_actors": 2, "weight_sync.bucket_mb": 0.25})
+@pytest.fixture(scope="module")
+def saved_zero3(tiny_model_dir, data_dir, tmp_path_factory):
+    """Two ZeRO-3 ranks after one step (large lr, so the weights visibly move): the bucket sizes
+    rank 0 and rank 1 see, the gathered weights, and the saved HF-format directory."""
+    cfg = _cfg(**{"learner.zero_stage": 3, "learner.num_actors": 2, "weight_sync.bucket_mb": 0.25,
+                  "learner.lr": 0.05})
     group = LearnerGroup(cfg, str(tiny_model_dir))
     try:
         group.train_step(_batch(tiny_model_dir, data_dir, 4, cfg))
-        sizes = ray.get(group.actors[0].bucket_sizes.remote(0.25))
-        assert ray.get(group.actors[1].bucket_sizes.remote(0.25)) == []  # rank 1 only takes part in gathers
+        sizes = [ray.get(a.bucket_sizes.remote(0.25)) for a in group.actors]
         weights = group.full_weights()
-        out = group.save_hf_model(tmp_path / "hf")
+        out = group.save_hf_model(tmp_path_factory.mktemp("saved") / "hf")
     finally:
         group.shutdown()
+    return sizes, weights, out
+
+
+def test_zero3_weights_gathered_in_buckets_and_saved_as_hf_model(saved_zero3, tiny_model_dir):
+    from safetensors import safe_open
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    (sizes, rank1_sizes), weights, out = saved_zero3
+    assert rank1_sizes == []  # rank 1 takes part in every gather but keeps nothing
     limit = 0.25 * 2**20
     largest_param = max(t.numel() * t.element_size() for t in weights.values())
     assert len(sizes) > 2 and all(s <= max(limit, largest_param) for s in sizes)
@@ -181,8 +190,29 @@ def test_zero3_weights_gathered_in_buckets_and_saved_as_hf_model(tiny_model_dir,
     loaded = AutoModelForImageTextToText.from_pretrained(out)
     for name, p in loaded.named_parameters():
         assert torch.equal(p.detach(), weights[name]), name
-    from transformers import AutoProcessor
-
     assert AutoProcessor.from_pretrained(out).tokenizer.get_vocab() == AutoProcessor.from_pretrained(
         tiny_model_dir).tokenizer.get_vocab()
-    assert not (tmp_path / "hf.partial").exists()
+    assert not out.with_name("hf.partial").exists()
+
+
+@pytest.mark.vllm
+def test_saved_model_loads_in_vllm_and_decodes_like_transformers(saved_zero3, tiny_model_dir):
+    """vLLM reads the saved directory; its greedy tokens equal transformers' on the same weights and
+    differ from the untrained model's (so the trained weights, not the originals, were served)."""
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+    from vllm import LLM, SamplingParams
+
+    out = saved_zero3[2]
+    prompt = "<|im_start|>user\nhello there<|im_end|>\n<|im_start|>assistant\n"
+    llm = LLM(model=str(out), enforce_eager=True, max_model_len=512, dtype="float32", seed=0)
+    served = list(llm.generate([prompt], SamplingParams(temperature=0, max_tokens=12), use_tqdm=False)[0]
+                  .outputs[0].token_ids)
+    del llm
+    ids = AutoTokenizer.from_pretrained(out)(prompt, return_tensors="pt").input_ids
+
+    def greedy(path):
+        model = AutoModelForImageTextToText.from_pretrained(path)
+        return model.generate(ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1]:].tolist()
+
+    assert served == greedy(out)
+    assert served != greedy(tiny_model_dir)
