@@ -61,14 +61,18 @@ def token_logprobs(
     logits: torch.Tensor,  # (B, T, V) logits that predict ``tokens`` (already shifted by one)
     tokens: torch.Tensor,  # (B, T) int64
     temperature: float = 1.0,
+    suppressed: torch.Tensor | None = None,  # (S,) int64 token ids the sampler can never emit
 ) -> torch.Tensor:  # (B, T)
     """log softmax(logits / temperature)[token], one row at a time so the (B, T, V) float32
-    log-softmax is never materialised whole (V is 150k for Qwen)."""
+    log-softmax is never materialised whole (V is 150k for Qwen). ``suppressed`` tokens get
+    probability 0, as in the rollout engine, so both score the distribution that was sampled."""
     rows = []
     for row_logits, row_tokens in zip(logits, tokens):  # (T, V), (T,)
         row_logits = row_logits.float()
         if temperature != 1.0:
             row_logits = row_logits / temperature
+        if suppressed is not None and suppressed.numel():
+            row_logits = row_logits.index_fill(-1, suppressed.to(row_logits.device), float("-inf"))
         picked = row_logits.gather(-1, row_tokens.unsqueeze(-1)).squeeze(-1)  # (T,)
         rows.append(picked - torch.logsumexp(row_logits, dim=-1))
     return torch.stack(rows)

@@ -322,6 +322,7 @@ class WeightSyncConfig(Section):
         SyncTransport.BROADCAST, description="broadcast: collective over gloo/nccl; object_store: Ray objects"
     )
     bucket_mb: float = Field(512, gt=0, description="bucket size (MiB) for gathered parameters")
+    timeout_s: float = Field(600.0, gt=0, description="a sync-group member that does not answer in time fails the sync")
 
 
 class ResourcesConfig(Section):

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from grit_ray.config import GritConfig, save_resolved_config
 from grit_ray.data import RowRules, RowStream, materialise_sources
-from grit_ray.hardware import resolve_device, vllm_env
+from grit_ray.hardware import resolve_device
 from grit_ray.grounding import answer_text
 from grit_ray.judge import rule_score
 from grit_ray.rewards import RewardInput, RewardSet
-from grit_ray.rollout import GroupResult, RolloutWorker
+from grit_ray.rollout import GroupResult, PromptRequest, RolloutPool
 from grit_ray.tiny_model import ensure_model
 
 
@@ -61,18 +61,13 @@ def run_demo(cfg: GritConfig, run_dir: Path) -> Path:
     ray.init(address=cfg.resources.ray_address, include_dashboard=False, namespace="grit-ray",
              log_to_driver=False, ignore_reinit_error=True)
     try:
-        worker_cls = ray.remote(RolloutWorker).options(
-            num_cpus=cfg.resources.cpus_per_actor,
-            num_gpus=cfg.resources.gpus_per_rollout_worker,
-            runtime_env={"env_vars": vllm_env(device, cfg.rollout.cpu_kv_cache_gib)},
-        )
         t = time.perf_counter()
-        worker = worker_cls.remote(model_path, cfg.model, cfg.rollout, cfg.algorithm.group_size)
-        startup = ray.get(worker.startup_seconds.remote())
-        _say(f"rollout worker (vLLM, {device}) ready in {time.perf_counter() - t:.1f}s (engine {startup:.1f}s)")
-
+        pool = RolloutPool(cfg, model_path)
+        _say(f"{len(pool.workers)} rollout worker(s) ({cfg.rollout.backend.value}, {device}) ready in "
+             f"{time.perf_counter() - t:.1f}s (engine {pool.startup_s:.1f}s)")
+        requests = [PromptRequest(row, i, cfg.algorithm.group_size) for i, row in enumerate(rows)]
         t = time.perf_counter()
-        groups = ray.get(worker.generate.remote(rows, cfg.prompt.template))
+        groups = pool.generate(requests)
         gen_s = time.perf_counter() - t
     finally:
         ray.shutdown()

@@ -95,10 +95,12 @@ class PromptEncoder:
     def encode(self, prompt: str, image: str | bytes, where: str = "") -> dict[str, torch.Tensor]:
         key = (prompt, image if isinstance(image, str) else hashlib.sha1(image).hexdigest())
         if key not in self._cache:
-            img = open_image(image, where or "train sample")
-            out = self.processor(text=[prompt], images=[img], return_tensors="pt", size=self.size)
-            self._cache[key] = dict(out)
+            self._cache[key] = self.encode_image(prompt, open_image(image, where or "train sample"))
         return self._cache[key]
+
+    def encode_image(self, prompt: str, image) -> dict[str, torch.Tensor]:
+        """Prompt text + an opened PIL image -> processor tensors (not cached)."""
+        return dict(self.processor(text=[prompt], images=[image], return_tensors="pt", size=self.size))
 
     def clear(self) -> None:
         self._cache.clear()
@@ -147,12 +149,13 @@ def collate(samples: list[TrainSample], encoder: PromptEncoder, pad_id: int) -> 
     )
 
 
-def completion_logprobs(model, batch: MicroBatch, temperature: float = 1.0) -> torch.Tensor:  # (B, T)
+def completion_logprobs(model, batch: MicroBatch, temperature: float = 1.0,
+                        suppressed: torch.Tensor | None = None) -> torch.Tensor:  # (B, T)
     """Per-token log-probs of the completion tokens under ``model``: one forward over prompt +
     completion, keeping only the T + 1 final logits (the last predicts nothing and is dropped)."""
     T = batch.completion_ids.shape[1]
     logits = model(**batch.model_inputs(), logits_to_keep=T + 1, use_cache=False).logits  # (B, T + 1, V)
-    return token_logprobs(logits[:, :-1, :], batch.completion_ids, temperature)
+    return token_logprobs(logits[:, :-1, :], batch.completion_ids, temperature, suppressed)
 
 
 def micro_batches(samples: list[TrainSample], size: int) -> list[list[TrainSample]]:

@@ -26,6 +26,8 @@ from grit_ray.algorithm import BatchTotals, LossSettings, policy_loss
 from grit_ray.config import GritConfig, ZeroStage
 from grit_ray.experience import PromptEncoder, TrainSample, collate, completion_logprobs, micro_batches
 from grit_ray.hardware import apply_env, deepspeed_env, resolve_comm_backend, resolve_device, resolve_dtype
+from grit_ray.tiny_model import VISION_PLACEHOLDER_TOKENS
+from grit_ray.weight_sync import Bucket, TensorMeta, pack_into, plan_buckets
 
 # Files that make a saved model directory loadable besides the weights (copied from the source).
 _MODEL_SIDE_FILES = (
@@ -76,7 +78,7 @@ def vision_tower(model: torch.nn.Module) -> torch.nn.Module | None:
 
 class PolicyLearner:
     """One rank of the data-parallel learner. All ranks must call the collective methods
-    (``train_step``, ``weight_buckets``, ``save_*``, ``load_checkpoint``) together."""
+    (``train_step``, ``gathered_buckets``, ``save_*``, ``load_checkpoint``) together."""
 
     def __init__(self, cfg: GritConfig, model_path: str, rank: int, world_size: int, master_addr: str,
                  master_port: int):
@@ -143,6 +145,8 @@ class PolicyLearner:
         self.loss_settings = LossSettings(alg.kl_beta, alg.clip_eps_low, alg.clip_eps_high, alg.loss_agg,
                                           alg.is_correction, alg.is_cap, alg.kl_ratio_correction)
         self.temperature = cfg.rollout.temperature if alg.scale_logits_by_temperature else 1.0
+        # the rollout engines never sample vision placeholders; score the same distribution
+        self.suppressed = torch.tensor(processor.tokenizer.convert_tokens_to_ids(list(VISION_PLACEHOLDER_TOKENS)))
         self.step = 0
         self.startup_s = time.perf_counter() - started
 
@@ -159,9 +163,9 @@ class PolicyLearner:
             ref_logp = None
             if self.reference is not None:
                 with torch.no_grad():
-                    ref_logp = completion_logprobs(self.reference, batch, self.temperature)
+                    ref_logp = completion_logprobs(self.reference, batch, self.temperature, self.suppressed)
             self.engine.set_gradient_accumulation_boundary(i == len(chunks) - 1)
-            logp = completion_logprobs(self.engine, batch, self.temperature)
+            logp = completion_logprobs(self.engine, batch, self.temperature, self.suppressed)
             loss, metrics = policy_loss(logp, logp.detach(), batch.advantages, batch.completion_mask, totals,
                                         self.loss_settings, ref_logp, batch.rollout_logp, batch.weights)
             # DeepSpeed averages gradients over ranks; the loss is already this micro-batch's share.
@@ -181,34 +185,39 @@ class PolicyLearner:
 
     # ------------------------------------------------------------------ weights out
 
-    def _param_bytes(self, p: torch.Tensor) -> int:
-        numel = p.ds_numel if hasattr(p, "ds_numel") else p.numel()
-        return numel * p.element_size()
+    def weight_plan(self, bucket_mb: float, trainable_only: bool = False) -> list[Bucket]:
+        """Buckets of (name, full shape, dtype); identical on every rank. ``trainable_only`` leaves
+        out frozen parameters (weight sync does not re-send what never changes)."""
+        metas = [TensorMeta(n, tuple(p.ds_shape if hasattr(p, "ds_shape") else p.shape), str(p.dtype))
+                 for n, p in self.engine.module.named_parameters() if p.requires_grad or not trainable_only]
+        return plan_buckets(metas, bucket_mb)
 
-    def weight_buckets(self, bucket_mb: float, rank0_only: bool = True) -> Iterator[list[tuple[str, torch.Tensor]]]:
-        """Full parameters in buckets of about ``bucket_mb``: under ZeRO-3 each bucket is gathered
-        with one collective (all ranks iterate together), copied to CPU, and released before the
-        next, so no rank ever holds the whole model twice. Other ranks get empty buckets when
-        ``rank0_only``."""
+    def gathered_buckets(self, plan: list[Bucket], device: str = "cpu",
+                         rank0_only: bool = True) -> Iterator[list[tuple[str, torch.Tensor]]]:
+        """Full parameters bucket by bucket: under ZeRO-3 each bucket is gathered with one
+        collective (all ranks iterate together), copied out, and released before the next, so no
+        rank ever holds the whole model twice. Other ranks get empty buckets when ``rank0_only``."""
         import deepspeed
 
-        limit = int(bucket_mb * 2**20)
-        group: list[tuple[str, torch.nn.Parameter]] = []
-        size = 0
-        for name, p in self.engine.module.named_parameters():
-            nbytes = self._param_bytes(p)
-            if group and size + nbytes > limit:
-                yield self._gather(group, deepspeed, rank0_only)
-                group, size = [], 0
-            group.append((name, p))
-            size += nbytes
-        if group:
-            yield self._gather(group, deepspeed, rank0_only)
-
-    def _gather(self, group, deepspeed, rank0_only: bool) -> list[tuple[str, torch.Tensor]]:
+        params = dict(self.engine.module.named_parameters())
         keep = self.rank == 0 or not rank0_only
-        with deepspeed.zero.GatheredParameters([p for _, p in group], enabled=self.zero3):
-            return [(n, p.detach().to("cpu", copy=True)) for n, p in group] if keep else []
+        for bucket in plan:
+            group = [params[m.name] for m in bucket.tensors]
+            with deepspeed.zero.GatheredParameters(group, enabled=self.zero3):
+                out = [(m.name, p.detach().to(device, copy=True)) for m, p in zip(bucket.tensors, group)] if keep else []
+            yield out
+
+    def packed_buckets(self, plan: list[Bucket], device: str) -> Iterator[torch.Tensor | None]:
+        """Each bucket as one flat byte buffer on rank 0 (None elsewhere), copied straight out of the
+        gathered parameters: one copy per byte, no intermediate tensors."""
+        import deepspeed
+
+        params = dict(self.engine.module.named_parameters())
+        for bucket in plan:
+            group = [params[m.name] for m in bucket.tensors]
+            with deepspeed.zero.GatheredParameters(group, enabled=self.zero3):
+                flat = pack_into(group, bucket, device) if self.rank == 0 else None
+            yield flat
 
     def save_hf_model(self, out_dir: str | Path, bucket_mb: float = 512) -> Path | None:
         """HF-format model (safetensors shards, one per bucket, + index and side files) that
@@ -223,7 +232,7 @@ class PolicyLearner:
         weight_map: dict[str, str] = {}
         total = 0
         shards: list[str] = []
-        for bucket in self.weight_buckets(bucket_mb):
+        for bucket in self.gathered_buckets(self.weight_plan(bucket_mb)):
             if self.rank != 0:
                 continue
             fname = f"model-{len(shards) + 1:05d}.safetensors"

@@ -4,6 +4,7 @@ them. ``LearnerActor`` is a thin wrapper: every method forwards to ``PolicyLearn
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch
 from grit_ray.config import GritConfig
 from grit_ray.experience import TrainSample, totals_of
 from grit_ray.learner import PolicyLearner
+from grit_ray.weight_sync import Bucket, ChannelSpec, WeightSender
 
 
 class LearnerActor:
@@ -21,6 +23,8 @@ class LearnerActor:
 
     def __init__(self):
         self.learner: PolicyLearner | None = None
+        self.sender: WeightSender | None = None
+        self.sync_plan: list[Bucket] = []
 
     def rendezvous_address(self) -> tuple[str, int]:
         """This node's IP and a free port, for rank 0 to host the process group."""
@@ -38,12 +42,37 @@ class LearnerActor:
 
     def full_weights(self, bucket_mb: float) -> dict[str, torch.Tensor]:
         """The whole model on rank 0 (others return {}); for tests and small models."""
-        return {n: t for bucket in self.learner.weight_buckets(bucket_mb) for n, t in bucket}
+        plan = self.learner.weight_plan(bucket_mb)
+        return {n: t for bucket in self.learner.gathered_buckets(plan) for n, t in bucket}
 
     def bucket_sizes(self, bucket_mb: float) -> list[int]:
         """Bytes per gathered bucket on rank 0 (others: [])."""
-        return [sum(t.numel() * t.element_size() for _, t in b) for b in self.learner.weight_buckets(bucket_mb)
-                if b]
+        plan = self.learner.weight_plan(bucket_mb)
+        return [sum(t.numel() * t.element_size() for _, t in b) for b in self.learner.gathered_buckets(plan) if b]
+
+    # weight sync: every rank gathers; rank 0 also sends
+    def weight_plan(self, bucket_mb: float, trainable_only: bool) -> list[Bucket]:
+        return self.learner.weight_plan(bucket_mb, trainable_only)
+
+    def prepare_sync(self, plan: list[Bucket], channel: ChannelSpec | None) -> None:
+        self.sync_plan = plan
+        self.sender = WeightSender(plan, channel) if self.learner.rank == 0 else None
+        if self.sender:
+            self.sender.connect()
+
+    def send_weights(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        device = self.learner.device if self.sender and self.sender.channel else "cpu"
+        flats = self.learner.packed_buckets(self.sync_plan, device)
+        if self.sender is None:
+            for _ in flats:  # take part in the gathers
+                pass
+            return {"refs": [], "send_s": time.perf_counter() - started}
+        refs = self.sender.send(flats)
+        return {"refs": refs, "send_s": time.perf_counter() - started}
+
+    def raw_send(self) -> list:
+        return self.sender.raw_send(self.learner.device) if self.sender else []
 
     def save_hf_model(self, out_dir: str, bucket_mb: float) -> str | None:
         out = self.learner.save_hf_model(out_dir, bucket_mb)

@@ -1,21 +1,34 @@
-"""Rollout: generate groups of completions for image prompts with a vLLM engine.
+"""Rollout: generate groups of completions for image prompts, streamed one completion at a time.
 
-``VLLMGenerator`` is a plain class (usable in tests and notebooks); ``RolloutWorker`` is the thin
-Ray actor around it. Images are opened inside the worker from the row (path or bytes), so the
-driver never ships pixels, and the image processor's pixel limits come from ``model`` config,
-the same limits the learner uses.
+Two backends behind one interface (``rollout.backend``):
+- ``VLLMGenerator``: a vLLM engine, stepped by hand so every completion is handed back the moment
+  it finishes (the reward service starts on it while the rest still generate);
+- ``HFGenerator``: transformers ``generate``, for models vLLM lacks and for debugging.
+
+Both build prompts through the learner's ``PromptEncoder`` (same processor, same pixel limits),
+forbid the vision placeholder tokens, stop at ``rollout.stop`` strings (kept in the text), and
+report the sampled tokens' log-probs under the *tempered* distribution when the learner scores
+at the rollout temperature, so the two engines' numbers are comparable. ``RolloutWorker`` is the
+thin Ray actor; ``RolloutPool`` (driver side) load-balances prompts over N of them and merges
+their streams.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from grit_ray.config import ModelConfig, PromptTemplate, RolloutConfig
+import torch
+
+from grit_ray.config import GritConfig, RolloutBackend
 from grit_ray.data import Row
+from grit_ray.experience import PromptEncoder
 from grit_ray.hardware import apply_env, resolve_device, resolve_dtype, vllm_env
 from grit_ray.prompts import chat_messages
 from grit_ray.tiny_model import VISION_PLACEHOLDER_TOKENS
+
+IMAGE_PAD = "<|image_pad|>"  # Qwen2-VL family; the processor expands one into one token per merged patch
 
 
 @dataclass
@@ -27,75 +40,359 @@ class Completion:
 
 
 @dataclass
+class PromptRequest:
+    row: Row
+    group_id: int
+    n: int  # completions wanted for this prompt
+
+
+@dataclass
+class SampledCompletion:
+    """One finished completion, as streamed back by a rollout worker."""
+
+    group_id: int
+    index: int  # 0 .. n-1 within its group
+    prompt: str  # chat-formatted prompt text (one image placeholder)
+    completion: Completion
+    worker: int
+    weights_version: int  # how many weight syncs the worker had received when it generated this
+
+
+@dataclass
 class GroupResult:
     row: Row
     prompt: str
     completions: list[Completion]
 
 
-class VLLMGenerator:
-    """One vLLM engine generating ``group_size`` completions per image prompt."""
+def collapse_image_pads(token_ids: list[int], pad_id: int) -> list[int]:
+    """Runs of the image-pad token -> one pad each. The HF processor expands the placeholder to one
+    token per image patch; vLLM expands it itself, so an expanded prompt would be expanded twice
+    ("image features and image tokens do not match")."""
+    out: list[int] = []
+    for t in token_ids:
+        if t == pad_id and out and out[-1] == pad_id:
+            continue
+        out.append(t)
+    return out
 
-    def __init__(self, model_path: str, model: ModelConfig, rollout: RolloutConfig, group_size: int):
-        device = resolve_device(model.device)
-        apply_env(vllm_env(device, rollout.cpu_kv_cache_gib))
-        from vllm import LLM, SamplingParams
 
-        kwargs = {}
-        if device == "cuda":
-            kwargs["gpu_memory_utilization"] = rollout.gpu_memory_utilization
-        self.llm = LLM(
-            model=model_path,
-            dtype=resolve_dtype(model.dtype, device),
-            enforce_eager=rollout.enforce_eager,
-            max_model_len=rollout.max_model_len,
-            limit_mm_per_prompt={"image": 1},
-            mm_processor_kwargs={"min_pixels": model.min_pixels, "max_pixels": model.max_pixels},
-            seed=rollout.seed,
-            trust_remote_code=model.trust_remote_code,
-            **kwargs,
-        )
-        self.tokenizer = self.llm.get_tokenizer()
-        self.sampling = SamplingParams(
-            n=group_size,
-            temperature=rollout.temperature,
-            top_p=rollout.top_p,
-            top_k=rollout.top_k,
-            max_tokens=rollout.max_new_tokens,
-            stop=list(rollout.stop),
-            include_stop_str_in_output=True,  # GRIT's rewards read '</answer>' when it was generated
-            bad_words=list(VISION_PLACEHOLDER_TOKENS),
-            logprobs=0,  # log-prob of each sampled token, for the importance-sampling correction
-        )
+def group_results(requests: list[PromptRequest], samples: Iterable[SampledCompletion]) -> list[GroupResult]:
+    """Collect a stream into groups, in request order, completions in index order."""
+    by_group: dict[int, list[SampledCompletion]] = {r.group_id: [] for r in requests}
+    for s in samples:
+        by_group[s.group_id].append(s)
+    out = []
+    for r in requests:
+        members = sorted(by_group[r.group_id], key=lambda s: s.index)
+        out.append(GroupResult(r.row, members[0].prompt if members else "", [m.completion for m in members]))
+    return out
 
-    def prompt_text(self, question: str, template: PromptTemplate) -> str:
-        return self.tokenizer.apply_chat_template(chat_messages(question, template), tokenize=False,
+
+class Generator:
+    """What both backends share: the prompt path and the interface."""
+
+    def __init__(self, cfg: GritConfig, model_path: str):
+        from transformers import AutoProcessor
+
+        self.cfg = cfg
+        self.device = resolve_device(cfg.model.device)
+        self.dtype = resolve_dtype(cfg.model.dtype, self.device)
+        processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code)
+        self.tokenizer = processor.tokenizer
+        self.encoder = PromptEncoder(processor, cfg.model.min_pixels, cfg.model.max_pixels)
+        self.image_pad_id = self.tokenizer.convert_tokens_to_ids(IMAGE_PAD)
+        self.forbidden_ids = self.tokenizer.convert_tokens_to_ids(list(VISION_PLACEHOLDER_TOKENS))
+        # log-probs on the scale the learner uses (see docs/algorithm.md, "Temperature")
+        self.tempered_logprobs = cfg.algorithm.scale_logits_by_temperature
+
+    def prompt_text(self, question: str) -> str:
+        return self.tokenizer.apply_chat_template(chat_messages(question, self.cfg.prompt.template), tokenize=False,
                                                   add_generation_prompt=True)
 
-    def generate(self, rows: list[Row], template: PromptTemplate = PromptTemplate.GRIT) -> list[GroupResult]:
-        prompts = [self.prompt_text(r.question, template) for r in rows]
-        requests = [{"prompt": p, "multi_modal_data": {"image": r.open_image()}} for p, r in zip(prompts, rows)]
-        outputs = self.llm.generate(requests, self.sampling, use_tqdm=False)
-        results = []
-        for row, prompt, out in zip(rows, prompts, outputs):
-            comps = []
-            for c in out.outputs:
-                lps = [next(iter(step.values())).logprob for step in c.logprobs] if c.logprobs else None
-                comps.append(Completion(c.text, list(c.token_ids), lps, c.finish_reason or "length"))
-            results.append(GroupResult(row, prompt, comps))
-        return results
+    def stream(self, requests: list[PromptRequest], greedy: bool = False) -> Iterator[tuple[PromptRequest, int, str, Completion]]:
+        raise NotImplementedError
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
+        """Load (possibly partial) HF-named weights; returns how many tensors were loaded."""
+        raise NotImplementedError
+
+
+class VLLMGenerator(Generator):
+    """One vLLM engine, core in-process (the actor reaches the model runner for weight loads)."""
+
+    def __init__(self, cfg: GritConfig, model_path: str):
+        super().__init__(cfg, model_path)
+        apply_env(vllm_env(self.device, cfg.rollout.cpu_kv_cache_gib))
+        from vllm import LLM
+
+        ro = cfg.rollout
+        kwargs = {"gpu_memory_utilization": ro.gpu_memory_utilization} if self.device == "cuda" else {}
+        self.llm = LLM(
+            model=model_path,
+            dtype=self.dtype,
+            enforce_eager=ro.enforce_eager,
+            max_model_len=ro.max_model_len,
+            limit_mm_per_prompt={"image": 1},
+            mm_processor_kwargs={"min_pixels": cfg.model.min_pixels, "max_pixels": cfg.model.max_pixels},
+            seed=ro.seed,
+            trust_remote_code=cfg.model.trust_remote_code,
+            logprobs_mode="processed_logprobs" if self.tempered_logprobs else "raw_logprobs",
+            **kwargs,
+        )
+        self.engine = self.llm.llm_engine
+        self._next_id = 0
+
+    def _params(self, greedy: bool):
+        from vllm import SamplingParams
+
+        ro = self.cfg.rollout
+        return SamplingParams(
+            n=1,  # one engine request per completion, so each streams back on its own
+            temperature=0.0 if greedy else ro.temperature,
+            top_p=1.0 if greedy else ro.top_p,
+            top_k=-1 if greedy else ro.top_k,
+            max_tokens=ro.max_new_tokens,
+            stop=list(ro.stop),
+            include_stop_str_in_output=True,  # GRIT's rewards read '</answer>' when it was generated
+            bad_words=list(VISION_PLACEHOLDER_TOKENS),
+            logprobs=0,  # the sampled token's log-prob, for the importance-sampling correction
+        )
+
+    def engine_prompt(self, prompt: str, row: Row) -> dict:
+        """Token-id prompt through the learner's processor path, image pads collapsed for vLLM."""
+        image = row.open_image()
+        ids = self.encoder.encode_image(prompt, image)["input_ids"][0].tolist()
+        return {"prompt_token_ids": collapse_image_pads(ids, self.image_pad_id), "multi_modal_data": {"image": image}}
+
+    def stream(self, requests, greedy=False):
+        params = self._params(greedy)
+        pending: dict[str, tuple[PromptRequest, int, str]] = {}
+        try:
+            for req in requests:
+                prompt = self.prompt_text(req.row.question)
+                engine_prompt = self.engine_prompt(prompt, req.row)  # DataError names the row
+                for k in range(1 if greedy else req.n):
+                    rid = str(self._next_id)
+                    self._next_id += 1
+                    self.engine.add_request(rid, engine_prompt, params)
+                    pending[rid] = (req, k, prompt)
+            self.encoder.clear()
+            while pending:
+                for out in self.engine.step():
+                    if not out.finished:
+                        continue
+                    req, k, prompt = pending.pop(out.request_id)
+                    c = out.outputs[0]
+                    lps = [next(iter(step.values())).logprob for step in c.logprobs] if c.logprobs else None
+                    yield req, k, prompt, Completion(c.text, list(c.token_ids), lps, c.finish_reason or "length")
+        finally:
+            if pending:  # an error or an abandoned stream must not leave requests in the engine
+                self.engine.abort_request(list(pending))
+
+    def load_weights(self, named_tensors):
+        counted = _Counted(named_tensors)
+
+        def reload(worker):
+            worker.model_runner.reload_weights(weights_iterator=iter(counted), is_checkpoint_format=True)
+
+        self.llm.collective_rpc(reload)  # in-process engine core: the iterator is consumed right here
+        # Cached KV and vision embeddings were computed with the old weights. The runner clears its
+        # own encoder cache on reload; the scheduler's bookkeeping of it must be cleared too, or
+        # the next image prompt fails with "Encoder cache miss".
+        self.engine.reset_encoder_cache()
+        self.llm.reset_prefix_cache()
+        return counted.count
+
+
+class _Counted:
+    def __init__(self, items: Iterable):
+        self.items, self.count = items, 0
+
+    def __iter__(self):
+        for item in self.items:
+            self.count += 1
+            yield item
+
+
+class HFGenerator(Generator):
+    """transformers ``generate`` behind the same interface (groups generated one prompt at a time)."""
+
+    def __init__(self, cfg: GritConfig, model_path: str):
+        super().__init__(cfg, model_path)
+        from transformers import AutoModelForImageTextToText
+
+        self.model = AutoModelForImageTextToText.from_pretrained(
+            model_path, dtype=getattr(torch, self.dtype), trust_remote_code=cfg.model.trust_remote_code
+        ).to(self.device).eval()
+        self.params = dict(self.model.named_parameters())
+        torch.manual_seed(cfg.rollout.seed)
+
+    def stream(self, requests, greedy=False):
+        ro = self.cfg.rollout
+        for req in requests:
+            prompt = self.prompt_text(req.row.question)
+            inputs = {k: v.to(self.device) for k, v in self.encoder.encode(prompt, req.row.image, req.row.where).items()}
+            n = 1 if greedy else req.n
+            sampling = {"do_sample": False} if greedy else {
+                "do_sample": True, "temperature": ro.temperature, "top_p": ro.top_p,
+                "top_k": ro.top_k if ro.top_k > 0 else None}
+            with torch.no_grad():
+                out = self.model.generate(
+                    **inputs, max_new_tokens=ro.max_new_tokens, num_return_sequences=n, stop_strings=list(ro.stop),
+                    tokenizer=self.tokenizer, suppress_tokens=self.forbidden_ids, output_scores=True,
+                    return_dict_in_generate=True, pad_token_id=self.tokenizer.pad_token_id, **sampling)
+            P = inputs["input_ids"].shape[1]
+            # processed scores: after temperature / top-p, as vLLM's processed_logprobs
+            scores = torch.stack(out.scores, dim=1).float()  # (n, steps, V)
+            if not self.tempered_logprobs and not greedy:
+                scores = scores * ro.temperature
+            logprobs = torch.log_softmax(scores, dim=-1)
+            for k in range(n):
+                ids = out.sequences[k, P:].tolist()
+                length, reason = self._finished_length(ids)
+                ids = ids[:length]
+                lps = logprobs[k, torch.arange(length), torch.tensor(ids, dtype=torch.long)].tolist()
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                yield req, k, prompt, Completion(text, ids, lps, reason)
+        self.encoder.clear()
+
+    def _finished_length(self, ids: list[int]) -> tuple[int, str]:
+        """Tokens up to and including EOS or the end of the first stop string; padding after it
+        is dropped."""
+        eos = self.tokenizer.eos_token_id
+        end = ids.index(eos) + 1 if eos in ids else len(ids)
+
+        def has_stop(n: int) -> bool:
+            text = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
+            return any(s in text for s in self.cfg.rollout.stop)
+
+        if not has_stop(end):
+            return end, "stop" if eos in ids else "length"
+        lo, hi = 1, end  # the shortest prefix that contains a stop string (binary search)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if has_stop(mid) else (mid + 1, hi)
+        return lo, "stop"
+
+    def load_weights(self, named_tensors):
+        n = 0
+        with torch.no_grad():
+            for name, t in named_tensors:
+                self.params[name].copy_(t)
+                n += 1
+        return n
+
+
+def make_generator(cfg: GritConfig, model_path: str) -> Generator:
+    if cfg.rollout.backend is RolloutBackend.HF:
+        return HFGenerator(cfg, model_path)
+    return VLLMGenerator(cfg, model_path)
 
 
 class RolloutWorker:
-    """Ray actor: hosts one VLLMGenerator. Created with ``ray.remote(RolloutWorker).options(...)``."""
+    """Ray actor hosting one generator. ``stream`` is a Ray streaming generator: the caller gets
+    each completion as soon as it finishes."""
 
-    def __init__(self, model_path: str, model: ModelConfig, rollout: RolloutConfig, group_size: int):
+    def __init__(self, cfg: GritConfig, model_path: str, worker_index: int = 0):
         started = time.perf_counter()
-        self.generator = VLLMGenerator(model_path, model, rollout, group_size)
+        self.index = worker_index
+        self.generator = make_generator(cfg, model_path)
+        self.weights_version = 0
+        self.sync = None  # a weight_sync receiver, attached by the driver
         self.startup_s = time.perf_counter() - started
 
     def startup_seconds(self) -> float:
         return self.startup_s
 
-    def generate(self, rows: list[Row], template: PromptTemplate = PromptTemplate.GRIT) -> list[GroupResult]:
-        return self.generator.generate(rows, template)
+    def stream(self, requests: list[PromptRequest], greedy: bool = False) -> Iterator[SampledCompletion]:
+        for req, k, prompt, comp in self.generator.stream(requests, greedy):
+            yield SampledCompletion(req.group_id, k, prompt, comp, self.index, self.weights_version)
+
+    def generate(self, requests: list[PromptRequest], greedy: bool = False) -> list[GroupResult]:
+        return group_results(requests, self.stream(requests, greedy))
+
+    def engine_prompt_ids(self, row: Row) -> list[int]:
+        """The prompt ids as the engine expanded them (vLLM) - for checking image-token counts."""
+        gen = self.generator
+        prompt = gen.prompt_text(row.question)
+        if isinstance(gen, VLLMGenerator):
+            from vllm import SamplingParams
+
+            out = gen.llm.generate([gen.engine_prompt(prompt, row)], SamplingParams(max_tokens=1), use_tqdm=False)
+            return list(out[0].prompt_token_ids)
+        return gen.encoder.encode(prompt, row.image, row.where)["input_ids"][0].tolist()
+
+    # weight sync: the receiver object (weight_sync.py) pulls buckets and feeds the generator
+    def attach_receiver(self, receiver) -> None:
+        self.sync = receiver
+        self.sync.connect()
+
+    def receive_weights(self, version: int) -> dict[str, float]:
+        started = time.perf_counter()
+        loaded = self.generator.load_weights(self.sync.receive())
+        self.weights_version = version
+        return {"loaded_tensors": loaded, "sync_s": time.perf_counter() - started}
+
+    def receive_weights_from_refs(self, refs: list, version: int) -> dict[str, float]:
+        started = time.perf_counter()
+        loaded = self.generator.load_weights(self.sync.receive_refs(refs))
+        self.weights_version = version
+        return {"loaded_tensors": loaded, "sync_s": time.perf_counter() - started}
+
+    def raw_receive(self, refs: list) -> float:
+        """Benchmark baseline: receive a sync's bytes over the sync transport and load nothing."""
+        return self.sync.raw_receive(refs)
+
+
+class RolloutPool:
+    """Driver-side handle on N rollout actors. Whole groups go to the least-loaded worker (a group
+    stays on one engine so its completions share the prompt's prefix cache); the workers' streams
+    are merged in the order completions finish."""
+
+    def __init__(self, cfg: GritConfig, model_path: str, num_workers: int | None = None,
+                 actor_options: dict | None = None):
+        import ray
+
+        device = resolve_device(cfg.model.device)
+        options = {"num_cpus": cfg.resources.cpus_per_actor, "num_gpus": cfg.resources.gpus_per_rollout_worker,
+                   "runtime_env": {"env_vars": vllm_env(device, cfg.rollout.cpu_kv_cache_gib)}}
+        options.update(actor_options or {})
+        actor_cls = ray.remote(RolloutWorker).options(**options)
+        n = num_workers or cfg.rollout.num_workers
+        self.workers = [actor_cls.remote(cfg, model_path, i) for i in range(n)]
+        self.startup_s = max(ray.get([w.startup_seconds.remote() for w in self.workers]))
+
+    def assign(self, requests: list[PromptRequest]) -> list[list[PromptRequest]]:
+        """Longest-processing-time-first: each group to the worker with the fewest completions so far."""
+        chunks: list[list[PromptRequest]] = [[] for _ in self.workers]
+        load = [0] * len(self.workers)
+        for req in sorted(requests, key=lambda r: -r.n):
+            i = load.index(min(load))
+            chunks[i].append(req)
+            load[i] += req.n
+        return chunks
+
+    def stream(self, requests: list[PromptRequest], greedy: bool = False) -> Iterator[SampledCompletion]:
+        import ray
+
+        streams = [w.stream.options(num_returns="streaming").remote(chunk, greedy)
+                   for w, chunk in zip(self.workers, self.assign(requests)) if chunk]
+        while streams:
+            ready, _ = ray.wait(streams, num_returns=1)
+            for gen in ready:
+                try:
+                    ref = next(gen)
+                except StopIteration:
+                    streams.remove(gen)
+                    continue
+                yield ray.get(ref)
+
+    def generate(self, requests: list[PromptRequest], greedy: bool = False) -> list[GroupResult]:
+        return group_results(requests, self.stream(requests, greedy))
+
+    def shutdown(self) -> None:
+        import ray
+
+        for w in self.workers:
+            ray.kill(w)

@@ -216,3 +216,25 @@ def test_saved_model_loads_in_vllm_and_decodes_like_transformers(saved_zero3, ti
 
     assert served == greedy(out)
     assert served != greedy(tiny_model_dir)
+
+
+def test_frozen_vision_tower_stays_put_and_is_left_out_of_the_sync_plan(tiny_model_dir, data_dir):
+    cfg = _cfg(**{"learner.zero_stage": 3, "learner.num_actors": 1, "learner.freeze_vision_tower": True,
+                  "algorithm.kl_beta": 0.0})
+    group = LearnerGroup(cfg, str(tiny_model_dir))
+    try:
+        every = ray.get(group.actors[0].weight_plan.remote(0.25, False))
+        trainable = ray.get(group.actors[0].weight_plan.remote(0.25, True))
+        group.train_step(_batch(tiny_model_dir, data_dir, 6, cfg))
+        after = group.full_weights()
+    finally:
+        group.shutdown()
+
+    def names(plan):
+        return {m.name for b in plan for m in b.tensors}
+
+    visual = {n for n in names(every) if n.startswith("model.visual.")}
+    assert visual and names(every) - names(trainable) == visual
+    initial = _initial(tiny_model_dir)
+    assert all(torch.equal(after[n], initial[n]) for n in visual)
+    assert not all(torch.equal(after[n], initial[n]) for n in names(trainable))

@@ -1,0 +1,287 @@
+"""Weight sync, learner -> rollout workers, after every optimizer step.
+
+The learner's trainable parameters are cut into buckets of about ``weight_sync.bucket_mb`` by a
+plan made once at start-up (names, shapes, dtypes: the same on both sides). Each bucket travels
+as one flat byte buffer, so one collective (or one object) moves many parameters and dtypes mix
+freely. A sync is one control call per actor: learner ranks gather and send bucket after bucket
+while every rollout worker receives and hands the tensors to its engine as a lazy iterator, so a
+worker never holds more than one bucket beyond its model.
+
+Transports (``weight_sync.transport``):
+- ``broadcast``: a process group of its own (TCP store + gloo or nccl) made of learner rank 0 and
+  every rollout worker; rank 0 broadcasts each bucket. Works across nodes; nccl on GPUs.
+- ``object_store``: learner rank 0 puts each bucket into Ray's object store; workers fetch them.
+
+Frozen parameters (a frozen vision tower) are not in the plan: the engines loaded them at start.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+
+_DTYPES = {str(t): t for t in (torch.float32, torch.bfloat16, torch.float16, torch.float64, torch.int64,
+                               torch.int32, torch.uint8, torch.int8, torch.bool)}
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # str(torch.dtype), e.g. "torch.float32"
+
+    @property
+    def nbytes(self) -> int:
+        numel = 1
+        for d in self.shape:
+            numel *= d
+        return numel * _DTYPES[self.dtype].itemsize
+
+
+ALIGN = 64  # every tensor starts on a 64-byte boundary: viewable as any dtype, cache-line aligned
+
+
+def _aligned(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+@dataclass(frozen=True)
+class Bucket:
+    tensors: tuple[TensorMeta, ...]
+
+    @property
+    def offsets(self) -> list[int]:
+        out, at = [], 0
+        for t in self.tensors:
+            out.append(at)
+            at += _aligned(t.nbytes)
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        return sum(_aligned(t.nbytes) for t in self.tensors)
+
+
+def plan_buckets(metas: Iterable[TensorMeta], bucket_mb: float) -> list[Bucket]:
+    """Consecutive tensors grouped up to ``bucket_mb`` MiB; a tensor larger than that is a bucket alone."""
+    limit = bucket_mb * 2**20
+    buckets: list[Bucket] = []
+    current: list[TensorMeta] = []
+    size = 0
+    for m in metas:
+        if current and size + _aligned(m.nbytes) > limit:
+            buckets.append(Bucket(tuple(current)))
+            current, size = [], 0
+        current.append(m)
+        size += _aligned(m.nbytes)
+    if current:
+        buckets.append(Bucket(tuple(current)))
+    return buckets
+
+
+def pack_into(tensors: list[torch.Tensor], bucket: Bucket, device: str) -> torch.Tensor:  # (bucket bytes,) uint8
+    """Copy ``tensors`` (laid out as ``bucket``) into one new flat byte buffer on ``device``."""
+    flat = torch.empty(bucket.nbytes, dtype=torch.uint8, device=device)
+    for (_, view), t in zip(unpack(flat, bucket), tensors):
+        view.copy_(t.detach())
+    return flat
+
+
+def unpack(flat: torch.Tensor, bucket: Bucket) -> Iterator[tuple[str, torch.Tensor]]:
+    """Views into ``flat`` (no copies), one per tensor of the bucket."""
+    for m, offset in zip(bucket.tensors, bucket.offsets):
+        yield m.name, flat[offset:offset + m.nbytes].view(_DTYPES[m.dtype]).reshape(m.shape)
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """Where the sync group meets: learner rank 0 hosts the store; rollout workers are ranks 1..N."""
+
+    host: str
+    port: int
+    rank: int
+    world_size: int
+    backend: str  # "gloo" or "nccl"
+    timeout_s: float
+
+
+class BroadcastChannel:
+    """An independent process group (not torch.distributed's default one, which DeepSpeed and vLLM
+    own), so learners and engines in different processes and nodes can share one."""
+
+    def __init__(self, spec: ChannelSpec):
+        self.spec = spec
+        self.group = None
+
+    def connect(self) -> None:
+        s = self.spec
+        timeout = timedelta(seconds=s.timeout_s)
+        store = torch.distributed.TCPStore(s.host, s.port, s.world_size, is_master=s.rank == 0, timeout=timeout,
+                                           wait_for_workers=True)
+        store = torch.distributed.PrefixStore("grit-ray-weight-sync", store)
+        if s.backend == "nccl":
+            self.group = torch.distributed.ProcessGroupNCCL(store, s.rank, s.world_size, timeout)
+        else:
+            self.group = torch.distributed.ProcessGroupGloo(store, s.rank, s.world_size, timeout)
+
+    def broadcast_async(self, buf: torch.Tensor):
+        """Start broadcasting ``buf`` from rank 0 (into ``buf`` elsewhere); returns the work handle."""
+        return self.group.broadcast(buf, 0)
+
+    def broadcast(self, buf: torch.Tensor) -> torch.Tensor:
+        self.broadcast_async(buf).wait()
+        return buf
+
+
+class WeightSender:
+    """Lives in learner rank 0; turns gathered buckets into broadcasts or Ray objects."""
+
+    def __init__(self, plan: list[Bucket], channel: ChannelSpec | None):
+        self.plan = plan
+        self.channel = BroadcastChannel(channel) if channel else None
+
+    def connect(self) -> None:
+        if self.channel:
+            self.channel.connect()
+
+    def send(self, flats: Iterable[torch.Tensor]) -> list:
+        """Broadcast each packed bucket (returns []) or put it in the object store (returns the refs).
+        Broadcasts are pipelined: bucket k + 1 is gathered and packed while bucket k is on the wire."""
+        import ray
+
+        refs = []
+        in_flight = None  # (work, buffer): the buffer must live until its broadcast completes
+        for flat in flats:
+            if self.channel:
+                work = self.channel.broadcast_async(flat)
+                if in_flight:
+                    in_flight[0].wait()
+                in_flight = (work, flat)
+            else:
+                refs.append(ray.put(flat.cpu()))
+        if in_flight:
+            in_flight[0].wait()
+        return refs
+
+    def raw_send(self, device: str) -> list:
+        """Benchmark baseline: the plan's bytes, bucket by bucket, over the same transport, from one
+        reused buffer: nothing gathered, packed or loaded."""
+        import ray
+
+        buf = torch.ones(max(b.nbytes for b in self.plan), dtype=torch.uint8, device=device)
+        refs = []
+        for bucket in self.plan:
+            if self.channel:
+                self.channel.broadcast(buf[:bucket.nbytes])
+            else:
+                refs.append(ray.put(buf[:bucket.nbytes].cpu()))
+        return refs
+
+
+class WeightReceiver:
+    """Lives in each rollout worker; yields (name, tensor) lazily, one bucket at a time."""
+
+    def __init__(self, plan: list[Bucket], channel: ChannelSpec | None, device: str):
+        self.plan = plan
+        self.channel = BroadcastChannel(channel) if channel else None
+        self.device = device
+
+    def connect(self) -> None:
+        if self.channel:
+            self.channel.connect()
+
+    def receive(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """Double-buffered: bucket k + 1 arrives while the engine loads bucket k."""
+        loaded = None  # (buffer, bucket) received and waiting to be loaded
+        for bucket in self.plan:
+            buf = torch.empty(bucket.nbytes, dtype=torch.uint8, device=self.device)
+            work = self.channel.broadcast_async(buf)
+            if loaded:
+                yield from unpack(*loaded)
+            work.wait()
+            loaded = (buf, bucket)
+        if loaded:
+            yield from unpack(*loaded)
+
+    def receive_refs(self, refs: list) -> Iterator[tuple[str, torch.Tensor]]:
+        import ray
+
+        if len(refs) != len(self.plan):
+            raise ValueError(f"weight sync: {len(refs)} buckets received, the plan has {len(self.plan)}")
+        for ref, bucket in zip(refs, self.plan):
+            yield from unpack(ray.get(ref).to(self.device), bucket)
+
+    def raw_receive(self, refs: list) -> float:
+        import ray
+
+        started = time.perf_counter()
+        buf = torch.empty(max(b.nbytes for b in self.plan), dtype=torch.uint8, device=self.device)
+        for i, bucket in enumerate(self.plan):
+            if self.channel:
+                self.channel.broadcast(buf[:bucket.nbytes])
+            else:
+                buf[:bucket.nbytes].copy_(ray.get(refs[i]))
+        return time.perf_counter() - started
+
+
+class WeightSync:
+    """Driver-side handle: wires learner rank 0 to every rollout worker once, then ``sync()`` after
+    each optimizer step makes one call per actor."""
+
+    def __init__(self, cfg, learners, rollout):
+        import ray
+
+        from grit_ray.config import SyncTransport
+        from grit_ray.hardware import resolve_comm_backend, resolve_device
+
+        ws = cfg.weight_sync
+        self.learners, self.rollout = learners, rollout
+        self.broadcast = ws.transport is SyncTransport.BROADCAST
+        self.plan: list[Bucket] = ray.get(learners.actors[0].weight_plan.remote(ws.bucket_mb, True))
+        self.nbytes = sum(b.nbytes for b in self.plan)
+        device = resolve_device(cfg.model.device)
+        specs: list[ChannelSpec | None] = [None] * (1 + len(rollout.workers))
+        if self.broadcast:
+            host, port = ray.get(learners.actors[0].rendezvous_address.remote())
+            backend = resolve_comm_backend(cfg.learner.comm_backend, device)
+            specs = [ChannelSpec(host, port, r, len(specs), backend, ws.timeout_s) for r in range(len(specs))]
+        calls = [a.prepare_sync.remote(self.plan, specs[0] if i == 0 else None) for i, a in enumerate(learners.actors)]
+        calls += [w.attach_receiver.remote(WeightReceiver(self.plan, specs[i + 1], device))
+                  for i, w in enumerate(rollout.workers)]
+        ray.get(calls)  # all members of the sync group connect together
+        self.version = 0
+
+    def sync(self) -> dict[str, float]:
+        """Current learner weights into every rollout engine; returns timing and volume."""
+        import ray
+
+        self.version += 1
+        started = time.perf_counter()
+        sends = [a.send_weights.remote() for a in self.learners.actors]
+        if self.broadcast:
+            received = ray.get([w.receive_weights.remote(self.version) for w in self.rollout.workers])
+            ray.get(sends)
+        else:
+            refs = ray.get(sends)[0]["refs"]
+            received = ray.get([w.receive_weights_from_refs.remote(refs, self.version) for w in self.rollout.workers])
+        wall = time.perf_counter() - started
+        return {"sync_s": wall, "sync_bytes": float(self.nbytes), "sync_gb_per_s": self.nbytes / wall / 1e9,
+                "sync_tensors": float(received[0]["loaded_tensors"]), "weights_version": float(self.version)}
+
+    def raw_transfer(self) -> float:
+        """A sync's bytes in the same buckets over the same transport, nothing gathered, packed or
+        loaded: the physical limit a sync is measured against."""
+        import ray
+
+        started = time.perf_counter()
+        send = self.learners.actors[0].raw_send.remote()
+        if self.broadcast:
+            ray.get([w.raw_receive.remote([]) for w in self.rollout.workers] + [send])
+        else:
+            refs = ray.get(send)
+            ray.get([w.raw_receive.remote(refs) for w in self.rollout.workers])
+        return time.perf_counter() - started

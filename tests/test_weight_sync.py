@@ -1,0 +1,40 @@
+"""Bucket plans and the byte packing that carries them (pure; the transports are tested with real
+engines in test_rollout.py)."""
+
+from __future__ import annotations
+
+import torch
+
+from grit_ray.weight_sync import Bucket, TensorMeta, pack_into, plan_buckets, unpack
+
+
+def _metas():
+    return [TensorMeta("a", (4, 8), "torch.float32"), TensorMeta("b", (3,), "torch.bfloat16"),
+            TensorMeta("c", (2, 2), "torch.int64"), TensorMeta("d", (1024,), "torch.float32"),
+            TensorMeta("e", (5,), "torch.float16")]
+
+
+def test_plan_respects_the_limit_keeps_order_and_isolates_large_tensors():
+    metas = _metas()
+    assert [m.nbytes for m in metas] == [128, 6, 32, 4096, 10]
+    plan = plan_buckets(metas, bucket_mb=200 / 2**20)  # 200-byte buckets; tensors start 64-byte aligned
+    assert [[m.name for m in b.tensors] for b in plan] == [["a", "b"], ["c"], ["d"], ["e"]]
+    assert [b.nbytes for b in plan] == [128 + 64, 64, 4096, 64]
+    assert plan[0].offsets == [0, 128]
+    assert [m for b in plan for m in b.tensors] == metas
+    assert len(plan_buckets(metas, bucket_mb=1)) == 1
+
+
+def test_pack_and_unpack_round_trip_mixed_dtypes_bit_exactly():
+    g = torch.Generator().manual_seed(0)
+    metas = _metas()
+    tensors = [torch.randn(4, 8, generator=g), torch.randn(3, generator=g).bfloat16(),
+               torch.randint(-9, 9, (2, 2), generator=g), torch.randn(1024, generator=g),
+               torch.randn(5, generator=g).half()]
+    bucket = Bucket(tuple(metas))
+    flat = pack_into(tensors, bucket, "cpu")
+    assert flat.dtype == torch.uint8 and flat.numel() == bucket.nbytes
+    out = list(unpack(flat, bucket))
+    assert [n for n, _ in out] == [m.name for m in metas]
+    for (_, got), want in zip(out, tensors):
+        assert got.dtype == want.dtype and torch.equal(got, want)
