@@ -12,6 +12,7 @@ import base64
 import os
 import random
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -129,6 +130,75 @@ class MissingAPIKey(RuntimeError):
     pass
 
 
+class Secret:
+    """A value that never shows itself: repr, str and logs print a mask."""
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+    __str__ = __repr__
+
+
+def key_from_env(cfg: JudgeConfig) -> Secret | None:
+    value = os.environ.get(cfg.api_key_env)
+    return Secret(value) if value else None
+
+
+class RateLimiter:
+    """Requests-per-minute and tokens-per-minute budgets as token buckets refilled continuously.
+    A bucket holds ``burst_s`` seconds of budget, so a step's burst of calls is smoothed to the
+    rate instead of spending a whole minute's quota at once. ``acquire`` waits until both budgets
+    allow the call; None disables a budget."""
+
+    def __init__(self, requests_per_minute: int | None, tokens_per_minute: int | None, burst_s: float = 1.0):
+        self.rpm, self.tpm = requests_per_minute, tokens_per_minute
+        self.req_cap = max(1.0, (requests_per_minute or 0) / 60 * burst_s)
+        self.tok_cap = max(1.0, (tokens_per_minute or 0) / 60 * burst_s)
+        self._req, self._tok = self.req_cap, self.tok_cap
+        self._at = time.monotonic()
+        self._lock = asyncio.Lock()
+        self.waited_s = 0.0
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        dt, self._at = now - self._at, now
+        if self.rpm:
+            self._req = min(self.req_cap, self._req + dt * self.rpm / 60)
+        if self.tpm:
+            self._tok = min(self.tok_cap, self._tok + dt * self.tpm / 60)
+
+    async def acquire(self, tokens: int) -> None:
+        if not self.rpm and not self.tpm:
+            return
+        if self.tpm:
+            tokens = min(tokens, int(self.tok_cap))  # a call larger than the bucket waits for a full one
+        async with self._lock:  # first come, first served
+            while True:
+                self._refill()
+                need_req = 0.0 if not self.rpm else max(0.0, 1 - self._req) * 60 / self.rpm
+                need_tok = 0.0 if not self.tpm else max(0.0, tokens - self._tok) * 60 / self.tpm
+                wait = max(need_req, need_tok)
+                if wait <= 0:
+                    if self.rpm:
+                        self._req -= 1
+                    if self.tpm:
+                        self._tok -= tokens
+                    return
+                self.waited_s += wait
+                await asyncio.sleep(wait)
+
+
+def estimate_tokens(text: str, reply_tokens: int = 16) -> int:
+    """A budget estimate (about 4 characters per token), not a tokenizer count."""
+    return len(text) // 4 + reply_tokens
+
+
 class OpenAIJudge:
     """Async LLM judge: per-call timeout, retries with exponential backoff and jitter, a concurrency cap.
 
@@ -137,10 +207,10 @@ class OpenAIJudge:
     """
 
     def __init__(self, cfg: JudgeConfig, template: str = GRIT_JUDGE_TEMPLATE, backoff_base_s: float = 0.25,
-                 backoff_max_s: float = 8.0, seed: int | None = None):
+                 backoff_max_s: float = 8.0, seed: int | None = None, api_key: Secret | None = None):
         import openai
 
-        key = os.environ.get(cfg.api_key_env)
+        key = api_key.reveal() if api_key else os.environ.get(cfg.api_key_env)
         if not key:
             if cfg.base_url is None:
                 raise MissingAPIKey(
@@ -155,6 +225,7 @@ class OpenAIJudge:
         self._rng = random.Random(seed)
         self._client = openai.AsyncOpenAI(api_key=key, base_url=cfg.base_url, max_retries=0, timeout=cfg.timeout_s)
         self._semaphore = asyncio.Semaphore(cfg.concurrency)
+        self.limiter = RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAIJudge(model={self.cfg.model!r}, base_url={self.cfg.base_url!r})"
@@ -172,8 +243,10 @@ class OpenAIJudge:
         ]}]
 
     async def _call_once(self, req: JudgeRequest) -> float:
+        messages = self._messages(req)
+        await self.limiter.acquire(estimate_tokens(str(messages)))
         resp = await asyncio.wait_for(
-            self._client.chat.completions.create(model=self.cfg.model, messages=self._messages(req)),
+            self._client.chat.completions.create(model=self.cfg.model, messages=messages),
             timeout=self.cfg.timeout_s,
         )
         content = resp.choices[0].message.content if resp.choices else None
@@ -219,5 +292,5 @@ class RuleJudge:
         return None
 
 
-def make_judge(cfg: JudgeConfig) -> OpenAIJudge | RuleJudge:
-    return OpenAIJudge(cfg) if cfg.kind is JudgeKind.OPENAI else RuleJudge()
+def make_judge(cfg: JudgeConfig, api_key: Secret | None = None) -> OpenAIJudge | RuleJudge:
+    return OpenAIJudge(cfg, api_key=api_key) if cfg.kind is JudgeKind.OPENAI else RuleJudge()

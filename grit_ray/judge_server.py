@@ -135,6 +135,75 @@ class JudgeServer:
         return Handler
 
 
+class VLLMJudgeServer:
+    """Ray actor: vLLM's OpenAI-compatible server for an open judge model, inside the cluster
+    (no paid API). It runs ``python -m vllm.entrypoints.openai.api_server`` as a child process,
+    waits until the model is served, and hands out ``base_url`` for ``reward.judge.base_url``.
+
+    It binds to 127.0.0.1 unless ``host`` says otherwise ("node" = this node's cluster address);
+    with ``api_key_env`` set, the server requires that key, read from this actor's environment."""
+
+    def __init__(self, model: str, host: str = "127.0.0.1", port: int = 0, api_key_env: str | None = None,
+                 extra_args: list[str] | None = None, startup_timeout_s: float = 900.0,
+                 log_path: str | None = None):
+        import os
+        import socket
+        import subprocess
+        import sys
+        import tempfile
+        import urllib.request
+
+        if host == "node":
+            import ray
+
+            host = ray.util.get_node_ip_address()
+        if not port:
+            with socket.socket() as sock:
+                sock.bind((host, 0))
+                port = sock.getsockname()[1]
+        self.host, self.port, self.model = host, port, model
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", host,
+               "--port", str(port), *(extra_args or [])]
+        env = dict(os.environ)
+        key = os.environ.get(api_key_env) if api_key_env else None
+        if api_key_env and not key:
+            raise RuntimeError(f"VLLMJudgeServer: api_key_env {api_key_env!r} is not set in this actor's environment")
+        if key:
+            env["VLLM_API_KEY"] = key  # the server reads it from its environment: never on a command line
+        self.log_path = log_path or tempfile.mktemp(prefix="vllm-judge-", suffix=".log")
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + startup_timeout_s
+        health = f"http://{host}:{port}/health"
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the vLLM judge server exited with code {self.proc.returncode}; "
+                                   f"see {self.log_path}")
+            try:
+                with urllib.request.urlopen(health, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise TimeoutError(f"the vLLM judge server did not come up in {startup_timeout_s:.0f}s; "
+                                   f"see {self.log_path}")
+            time.sleep(1.0)
+
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except Exception:
+                self.proc.kill()
+        self._log.close()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description="local OpenAI-compatible GRIT judge (rule-based scores)")
     p.add_argument("--host", default="127.0.0.1")

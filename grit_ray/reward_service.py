@@ -1,0 +1,223 @@
+"""Reward service: a pool of asynchronous reward actors that score each completion as soon as a
+rollout worker emits it.
+
+A reward actor runs the rule components locally and the answer judge asynchronously (many calls
+in flight per actor, bounded by ``reward.judge.concurrency`` and the rate limits, with timeouts,
+retries with backoff and jitter). Identical judge requests - a group's completions often give the
+same answer - share one call through a per-actor cache. A judge failure is never a reward of 0:
+the completion comes back with ``reward=None`` and the reason, and the step applies
+``reward.judge.on_failure``:
+
+- ``retry_later``: failed completions are judged once more at the end of the step; a group with a
+  completion that still fails is dropped from the update;
+- ``rule_fallback``: the rule judge scores the answer instead (marked ``fallback``);
+- ``drop_group``: the completion's whole group is dropped from the update.
+
+``reward.actor_class`` swaps the actor for a user's class (``package.module:Class``) with the same
+``score`` coroutine; ``RewardActor`` is the default and a convenient base class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from grit_ray.config import GritConfig, JudgeFailurePolicy, JudgeKind, PromptTemplate, RewardConfig
+from grit_ray.grounding import answer_text
+from grit_ray.judge import JudgeRequest, JudgeResult, MissingAPIKey, Secret, key_from_env, make_judge, rule_score
+from grit_ray.prompts import user_text
+from grit_ray.rewards import RewardInput, RewardSet
+
+
+@dataclass
+class RewardItem:
+    """What a reward actor needs to score one completion."""
+
+    group_id: int
+    index: int
+    question: str
+    reference: str
+    dataset: str
+    completion: str
+    token_ids: list[int] = field(default_factory=list)
+    image: bytes | None = None  # only when the judge is to see the image
+
+
+@dataclass
+class ScoredCompletion:
+    group_id: int
+    index: int
+    reward: float | None  # None: unknown (the judge failed); never a silent 0
+    components: dict[str, float | None]
+    judge_status: str  # ok | failed | fallback | not_asked (no <answer>: nothing to judge)
+    judge_error: str | None = None
+    judge_attempts: int = 0
+    cached: bool = False
+    seconds: float = 0.0
+
+    @property
+    def failure_reason(self) -> str | None:
+        """The error's kind without details: 'timeout', 'HTTP 500', 'unparsable reply', ..."""
+        if self.judge_error is None:
+            return None
+        return self.judge_error.split(" after ")[0].split(":")[0]
+
+
+class RewardActor:
+    """Default reward actor (a Ray async actor: ``score`` calls overlap inside one actor)."""
+
+    def __init__(self, reward: RewardConfig, counting_datasets: list[str], api_key: Secret | None = None):
+        self.cfg = reward
+        self.reward_set = RewardSet.build(reward.preset, reward.weights, reward.extra_components)
+        self.judge = make_judge(reward.judge, api_key)
+        self.counting = {d.lower() for d in counting_datasets}
+        self._cache: dict[str, asyncio.Future] = {}
+        self.stats: Counter = Counter()
+
+    def _key(self, req: JudgeRequest) -> str:
+        h = hashlib.sha256()
+        for part in (req.question, req.reference, req.prediction):
+            h.update(part.encode())
+            h.update(b"\0")
+        if req.image is not None and self.cfg.judge.send_image:
+            h.update(hashlib.sha256(req.image).digest())
+        return h.hexdigest()
+
+    async def _judge(self, req: JudgeRequest) -> tuple[JudgeResult, bool]:
+        """One call per distinct request: concurrent duplicates await the same future; failures
+        are not cached, so a later retry really calls again."""
+        key = self._key(req)
+        if key in self._cache:
+            self.stats["cache_hits"] += 1
+            return await asyncio.shield(self._cache[key]), True
+        fut = asyncio.get_running_loop().create_future()
+        self._cache[key] = fut
+        self.stats["judge_calls"] += 1
+        try:
+            result = await self.judge.judge(req)
+        except BaseException as e:  # never leave waiters hanging
+            result = JudgeResult("failed", error=f"{type(e).__name__}: {e}")
+        fut.set_result(result)
+        if result.status != "ok":
+            del self._cache[key]
+        return result, False
+
+    async def score(self, item: RewardItem) -> ScoredCompletion:
+        started = time.perf_counter()
+        ans = answer_text(item.completion)
+        status, error, attempts, cached, judge_score = "not_asked", None, 0, False, None
+        if ans is not None:
+            # as released: the judge sees the whole user text, suffix included
+            req = JudgeRequest(user_text(item.question, PromptTemplate.GRIT), item.reference, ans.strip(), item.image)
+            result, cached = await self._judge(req)
+            status, error, attempts = result.status, result.error, result.attempts
+            if result.status == "ok":
+                judge_score = result.score
+            elif self.cfg.judge.on_failure is JudgeFailurePolicy.RULE_FALLBACK:
+                judge_score, status = rule_score(ans, item.reference), "fallback"
+        x = RewardInput(item.completion, item.reference, item.dataset.lower() in self.counting, judge_score,
+                        item.token_ids or None)
+        values, total = self.reward_set.score(x)
+        return ScoredCompletion(item.group_id, item.index, total, values, status, error, attempts, cached,
+                                time.perf_counter() - started)
+
+    def counters(self) -> dict[str, float]:
+        out = {k: float(v) for k, v in self.stats.items()}
+        limiter = getattr(self.judge, "limiter", None)
+        if limiter is not None:
+            out["rate_limit_wait_s"] = limiter.waited_s
+        return out
+
+
+def import_object(path: str):
+    """``package.module:Name`` -> the object, with an error that says what was wrong."""
+    module, _, name = path.partition(":")
+    if not module or not name:
+        raise ValueError(f"reward.actor_class {path!r}: expected 'package.module:ClassName'")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"reward.actor_class {path!r}: {e}") from None
+
+
+@dataclass
+class StepRewards:
+    """The settled rewards of one step."""
+
+    scored: dict[tuple[int, int], ScoredCompletion]  # (group_id, index) -> result, final
+    dropped_groups: set[int]
+    metrics: dict[str, float]
+
+    def reward(self, group_id: int, index: int) -> float | None:
+        return None if group_id in self.dropped_groups else self.scored[(group_id, index)].reward
+
+
+class RewardPool:
+    """Driver-side handle on N reward actors. ``submit`` returns at once (an ObjectRef), so the
+    driver can hand each completion over the moment a rollout worker streams it."""
+
+    def __init__(self, cfg: GritConfig, actor_options: dict[str, Any] | None = None):
+        import ray
+
+        judge = cfg.reward.judge
+        key = key_from_env(judge) if judge.kind is JudgeKind.OPENAI else None
+        if judge.kind is JudgeKind.OPENAI and key is None and judge.base_url is None:
+            raise MissingAPIKey(f"the openai judge needs an API key: export {judge.api_key_env}=... "
+                                f"(reward.judge.api_key_env names the variable)")
+        cls = RewardActor if cfg.reward.actor_class is None else import_object(cfg.reward.actor_class)
+        options = {"num_cpus": cfg.resources.cpus_per_actor, "max_concurrency": max(1000, 4 * judge.concurrency)}
+        options.update(actor_options or {})
+        actor_cls = ray.remote(cls).options(**options)
+        # the key travels in the actor-creation call, never through env vars, configs or logs
+        self.actors = [actor_cls.remote(cfg.reward, list(cfg.data.counting_datasets), key)
+                       for _ in range(cfg.reward.num_actors)]
+        self.policy = judge.on_failure
+        self._next = 0
+
+    def submit(self, item: RewardItem):
+        actor = self.actors[self._next % len(self.actors)]
+        self._next += 1
+        return actor.score.remote(item)
+
+    def score(self, items: list[RewardItem]) -> list[ScoredCompletion]:
+        import ray
+
+        return ray.get([self.submit(i) for i in items])
+
+    def settle(self, items: list[RewardItem], scored: list[ScoredCompletion]) -> StepRewards:
+        """Apply the failure policy to a step's results; count every outcome."""
+        by_key = {(s.group_id, s.index): s for s in scored}
+        metrics: Counter = Counter()
+        for s in scored:
+            metrics[f"judge_{s.judge_status}"] += 1
+            metrics["judge_cache_hits"] += int(s.cached)
+            if s.reward is None:
+                metrics[f"judge_failed/{s.failure_reason}"] += 1
+        failed = [i for i in items if by_key[(i.group_id, i.index)].reward is None]
+        if failed and self.policy is JudgeFailurePolicy.RETRY_LATER:
+            metrics["judge_retried"] += len(failed)
+            for s in self.score(failed):
+                by_key[(s.group_id, s.index)] = replace(s, judge_attempts=s.judge_attempts)
+                metrics["judge_recovered"] += int(s.reward is not None)
+        dropped = {g for (g, _), s in by_key.items() if s.reward is None}
+        metrics["groups_dropped_judge"] = len(dropped)
+        return StepRewards(by_key, dropped, {k: float(v) for k, v in metrics.items()})
+
+    def counters(self) -> dict[str, float]:
+        import ray
+
+        total: Counter = Counter()
+        for c in ray.get([a.counters.remote() for a in self.actors]):
+            total.update(c)
+        return dict(total)
+
+    def shutdown(self) -> None:
+        import ray
+
+        for a in self.actors:
+            ray.kill(a)
