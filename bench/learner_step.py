@@ -94,7 +94,7 @@ def main() -> None:
     base = results[0][1]
     print(f"\n{args.completions} completions per step, micro-batch 2, median of {args.steps} steps, "
           f"gather in {args.bucket_mb} MiB buckets\n")
-    print(f"| setup | start-up s | step s | step vs baseline | gather s |")
+    print("| setup | start-up s | step s | step vs baseline | gather s |")
     print("|---|---|---|---|---|")
     for label, r in results:
         print(f"| {label} | {r['startup_s']:.1f} | {r['step_s']:.3f} | {r['step_s'] / base['step_s']:.2f}x "

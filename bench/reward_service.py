@@ -29,7 +29,7 @@ import ray
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the bench's reward actor is named by import path: bench.reward_service
 
-from grit_ray.config import SynthSpec, TinyModelSpec, load_config
+from grit_ray.config import TinyModelSpec, load_config
 from grit_ray.data import RowStream, materialise_sources
 from grit_ray.driver import TrainingStep
 from grit_ray.judge_server import JudgeServer

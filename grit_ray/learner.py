@@ -26,7 +26,7 @@ from grit_ray.algorithm import BatchTotals, LossSettings, policy_loss
 from grit_ray.config import GritConfig, ZeroStage
 from grit_ray.experience import PromptEncoder, TrainSample, collate, completion_logprobs, micro_batches
 from grit_ray.hardware import apply_env, deepspeed_env, resolve_comm_backend, resolve_device, resolve_dtype
-from grit_ray.tiny_model import VISION_PLACEHOLDER_TOKENS
+from grit_ray.tiny_model import forbidden_token_ids
 from grit_ray.weight_sync import Bucket, TensorMeta, pack_into, plan_buckets
 
 # Files that make a saved model directory loadable besides the weights (copied from the source).
@@ -146,7 +146,7 @@ class PolicyLearner:
                                           alg.is_correction, alg.is_cap, alg.kl_ratio_correction)
         self.temperature = cfg.rollout.temperature if alg.scale_logits_by_temperature else 1.0
         # the rollout engines never sample vision placeholders; score the same distribution
-        self.suppressed = torch.tensor(processor.tokenizer.convert_tokens_to_ids(list(VISION_PLACEHOLDER_TOKENS)))
+        self.suppressed = torch.tensor(forbidden_token_ids(processor.tokenizer), dtype=torch.long)
         self.step = 0
         self.startup_s = time.perf_counter() - started
 

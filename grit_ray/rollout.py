@@ -26,7 +26,7 @@ from grit_ray.data import Row
 from grit_ray.experience import PromptEncoder
 from grit_ray.hardware import apply_env, resolve_device, resolve_dtype, vllm_env
 from grit_ray.prompts import chat_messages
-from grit_ray.tiny_model import VISION_PLACEHOLDER_TOKENS
+from grit_ray.tiny_model import forbidden_token_ids, forbidden_tokens
 
 IMAGE_PAD = "<|image_pad|>"  # Qwen2-VL family; the processor expands one into one token per merged patch
 
@@ -102,7 +102,8 @@ class Generator:
         self.tokenizer = processor.tokenizer
         self.encoder = PromptEncoder(processor, cfg.model.min_pixels, cfg.model.max_pixels)
         self.image_pad_id = self.tokenizer.convert_tokens_to_ids(IMAGE_PAD)
-        self.forbidden_ids = self.tokenizer.convert_tokens_to_ids(list(VISION_PLACEHOLDER_TOKENS))
+        self.forbidden = forbidden_tokens(self.tokenizer)
+        self.forbidden_ids = forbidden_token_ids(self.tokenizer)
         # log-probs on the scale the learner uses (see docs/algorithm.md, "Temperature")
         self.tempered_logprobs = cfg.algorithm.scale_logits_by_temperature
 
@@ -155,7 +156,7 @@ class VLLMGenerator(Generator):
             max_tokens=ro.max_new_tokens,
             stop=list(ro.stop),
             include_stop_str_in_output=True,  # GRIT's rewards read '</answer>' when it was generated
-            bad_words=list(VISION_PLACEHOLDER_TOKENS),
+            bad_words=list(self.forbidden),
             logprobs=0,  # the sampled token's log-prob, for the importance-sampling correction
         )
 

@@ -147,6 +147,22 @@ def vision_placeholder_ids(tokenizer) -> list[int]:
     return [tokenizer.convert_tokens_to_ids(t) for t in VISION_PLACEHOLDER_TOKENS]
 
 
+# InternVL3 (HF format) marks images with these; other families are added here as they come.
+_OTHER_PLACEHOLDER_TOKENS = ("<img>", "</img>", "<IMG_CONTEXT>")
+
+
+def forbidden_tokens(tokenizer) -> list[str]:
+    """The vision placeholder tokens this tokenizer actually has (unknown ones would map to UNK
+    or split into ordinary pieces, and banning those would ban real text)."""
+    vocab = tokenizer.get_vocab()
+    return [t for t in (*VISION_PLACEHOLDER_TOKENS, *_OTHER_PLACEHOLDER_TOKENS) if t in vocab]
+
+
+def forbidden_token_ids(tokenizer) -> list[int]:
+    vocab = tokenizer.get_vocab()
+    return [vocab[t] for t in forbidden_tokens(tokenizer)]
+
+
 def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None) -> Path:
     """Write a tiny Qwen2.5-VL (weights, tokenizer, processor) to ``out_dir``; deterministic per seed."""
     import torch

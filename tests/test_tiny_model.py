@@ -72,3 +72,13 @@ def test_placeholders_would_be_sampled_without_suppression(hf):
 def test_tiny_metadata(tiny_model_dir):
     meta = json.loads((tiny_model_dir / "grit_ray_tiny.json").read_text())
     assert meta["spec"]["seed"] == 0 and len(meta["vision_placeholder_ids"]) == 5
+
+
+def test_forbidden_tokens_are_the_placeholders_the_tokenizer_has(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from grit_ray.tiny_model import forbidden_token_ids, forbidden_tokens
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert forbidden_tokens(tok) == VISION_PLACEHOLDER_TOKENS  # InternVL's <IMG_CONTEXT> is not in this vocab
+    assert forbidden_token_ids(tok) == tok.convert_tokens_to_ids(VISION_PLACEHOLDER_TOKENS)
