@@ -88,9 +88,8 @@ def training_steps(server: JudgeServer, work: Path, steps: int) -> dict[str, dic
             step = TrainingStep(cfg, rollout, rewards, learners, sync)
             step(next(batches))  # warm-up
             runs = [step(next(batches)) for _ in range(steps)]
-            results[label] = {k: statistics.median(r[k] for r in runs)
-                              for k in ("step_s", "generation_s", "reward_tail_s", "learner_s", "sync_s")}
-            results[label]["judge_ok"] = runs[-1].get("judge_ok", 0.0)
+            results[label] = {k: statistics.median(r[f"time/{k}"] for r in runs)
+                              for k in ("step", "generation", "reward_tail", "learner", "sync")}
             rewards.shutdown()
             print(f"measured {label}", flush=True)
     finally:
@@ -122,10 +121,10 @@ def main() -> None:
     print(f"\n(B) training step, 32 prompts x 4, median of {args.steps} steps\n")
     print("| judge | step s | generation s | reward tail s | learner s | sync s | step vs rule judge |")
     print("|---|---|---|---|---|---|---|")
-    base = next(iter(steps.values()))["step_s"]
+    base = next(iter(steps.values()))["step"]
     for label, r in steps.items():
-        print(f"| {label} | {r['step_s']:.2f} | {r['generation_s']:.2f} | {r['reward_tail_s']:.2f} | "
-              f"{r['learner_s']:.2f} | {r['sync_s']:.2f} | {r['step_s'] / base:.2f}x |")
+        print(f"| {label} | {r['step']:.2f} | {r['generation']:.2f} | {r['reward_tail']:.2f} | "
+              f"{r['learner']:.2f} | {r['sync']:.2f} | {r['step'] / base:.2f}x |")
 
 
 if __name__ == "__main__":

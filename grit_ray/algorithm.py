@@ -78,6 +78,24 @@ def token_logprobs(
     return torch.stack(rows)
 
 
+@torch.no_grad()
+def token_entropy(
+    logits: torch.Tensor,  # (B, T, V)
+    temperature: float = 1.0,
+    suppressed: torch.Tensor | None = None,  # (S,)
+) -> torch.Tensor:  # (B, T)
+    """Entropy of the (tempered, suppressed) next-token distribution at each position; a metric,
+    so no gradient. One row at a time, like ``token_logprobs``."""
+    rows = []
+    for row_logits in logits:  # (T, V)
+        row_logits = row_logits.float() / temperature
+        if suppressed is not None and suppressed.numel():
+            row_logits = row_logits.index_fill(-1, suppressed.to(row_logits.device), float("-inf"))
+        logp = torch.log_softmax(row_logits, dim=-1)
+        rows.append(-(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1))
+    return torch.stack(rows)
+
+
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:  # (B, T)
     """Schulman's k3 estimator of KL(policy || reference): non-negative, unbiased, low variance."""
     diff = ref_logp - logp

@@ -1,4 +1,4 @@
-"""``grit-ray`` command line: data, model, config and the demo.
+"""``grit-ray`` command line: data, model, config, score, train and the demo.
 
 Every command fails with a one-line reason (no traceback) on bad input: exit 2 for usage and
 configuration errors, 1 for bad data.
@@ -105,6 +105,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from grit_ray.driver import resolve_run, train
+
+    try:
+        cfg, run_dir = resolve_run(args.config, args.overrides, args.steps, args.run_dir, args.resume)
+    except FileNotFoundError as e:
+        print(f"grit-ray: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    train(cfg, run_dir, resume=args.resume is not None, stop_after=args.stop_after)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grit-ray", description="GRIT grounded visual reasoning on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -158,6 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--counting-datasets", nargs="+", default=["tallyqa"])
     score.add_argument("--images", default=None, help="image folder (for --judge-image)")
     score.set_defaults(func=_cmd_score)
+
+    train = sub.add_parser("train", help="GRIT training: rollout, rewards, DeepSpeed updates, weight sync on Ray")
+    _add_config_args(train)
+    train.add_argument("--steps", type=int, default=None, help="training steps (overrides run.steps)")
+    train.add_argument("--run-dir", default=None, help="default: logging.run_dir of the config")
+    train.add_argument("--resume", default=None, metavar="RUN_DIR",
+                       help="continue the run in RUN_DIR from its latest checkpoint (its saved config is used)")
+    train.add_argument("--stop-after", type=int, default=None, metavar="N",
+                       help="stop after step N with a checkpoint (split a run into jobs; --resume continues)")
+    train.set_defaults(func=_cmd_train)
 
     demo = sub.add_parser("demo", help="end-to-end demo: synthetic data, tiny model, vLLM rollout on Ray")
     _add_config_args(demo)

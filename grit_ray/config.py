@@ -139,6 +139,9 @@ class DataConfig(Section):
     box_tolerance_px: float = Field(1.0, ge=0.0, description="how far a box may stick out of the image")
     check_images: bool = Field(True, description="open every image while validating")
     shuffle: bool = Field(True, description="shuffle training rows each epoch")
+    shuffle_buffer: int = Field(
+        4096, gt=0, description="rows held for shuffling (memory stays bounded whatever the dataset size)"
+    )
     seed: int = Field(0, description="shuffle seed")
 
     @model_validator(mode="after")

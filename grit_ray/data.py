@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -328,3 +329,61 @@ def materialise_sources(cfg: DataConfig, run_dir: Path) -> tuple[list[DataSource
         path = write_synth(run_dir / "data", cfg.synthetic_eval, split="eval")
         evals.append(DataSource(path=str(path), images=str(path.parent / "images")))
     return train, evals
+
+
+class PromptSampler:
+    """Training rows forever, epoch after epoch, in batches. Shuffling uses a bounded buffer
+    (``data.shuffle_buffer`` rows, reseeded per epoch from ``data.seed``), so the driver's memory
+    does not grow with the dataset. ``state()`` is (epoch, rows taken in that epoch);
+    ``restore(state)`` replays the epoch's seeded order up to that point, so a resumed run sees
+    exactly the rows the uninterrupted run would have seen, including right at an epoch's end."""
+
+    def __init__(self, stream: RowStream, shuffle: bool, seed: int, buffer_size: int):
+        self.stream, self.shuffle, self.seed, self.buffer_size = stream, shuffle, seed, buffer_size
+        self.epoch, self.taken = 0, 0
+        self._it = self._epoch_rows(0)
+
+    def _epoch_rows(self, epoch: int) -> Iterator[Row]:
+        if not self.shuffle:
+            yield from self.stream
+            return
+        rng = random.Random(f"{self.seed}:{epoch}")
+        buffer: list[Row] = []
+        for row in self.stream:
+            if len(buffer) < self.buffer_size:
+                buffer.append(row)
+                continue
+            i = rng.randrange(len(buffer))
+            buffer[i], row = row, buffer[i]
+            yield row
+        rng.shuffle(buffer)
+        yield from buffer
+
+    def next_batch(self, n: int) -> list[Row]:
+        out: list[Row] = []
+        empty_epochs = 0
+        while len(out) < n:
+            try:
+                out.append(next(self._it))
+                self.taken += 1
+                empty_epochs = 0
+            except StopIteration:
+                empty_epochs += 1
+                if empty_epochs > 1:
+                    raise DataError("no training rows left after validation (every row was skipped?)") from None
+                self.epoch, self.taken = self.epoch + 1, 0
+                self._it = self._epoch_rows(self.epoch)
+        return out
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "taken": self.taken}
+
+    def restore(self, state: dict[str, int]) -> None:
+        self.epoch, self.taken = int(state["epoch"]), 0
+        self._it = self._epoch_rows(self.epoch)
+        for _ in range(int(state["taken"])):
+            try:
+                next(self._it)
+            except StopIteration:  # saved at the very end of an epoch: the next batch starts the next one
+                break
+            self.taken += 1

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from grit_ray.algorithm import BatchTotals, group_advantages, token_logprobs, zero_signal_groups
+from grit_ray.algorithm import BatchTotals, group_advantages, token_entropy, token_logprobs, zero_signal_groups
 from grit_ray.config import AlgorithmConfig
 from grit_ray.data import open_image
 
@@ -150,11 +150,14 @@ def collate(samples: list[TrainSample], encoder: PromptEncoder, pad_id: int) -> 
 
 
 def completion_logprobs(model, batch: MicroBatch, temperature: float = 1.0,
-                        suppressed: torch.Tensor | None = None) -> torch.Tensor:  # (B, T)
+                        suppressed: torch.Tensor | None = None, entropy: list | None = None) -> torch.Tensor:  # (B, T)
     """Per-token log-probs of the completion tokens under ``model``: one forward over prompt +
-    completion, keeping only the T + 1 final logits (the last predicts nothing and is dropped)."""
+    completion, keeping only the T + 1 final logits (the last predicts nothing and is dropped).
+    When ``entropy`` is a list, the (B, T) per-token entropies are appended to it (no grad)."""
     T = batch.completion_ids.shape[1]
     logits = model(**batch.model_inputs(), logits_to_keep=T + 1, use_cache=False).logits  # (B, T + 1, V)
+    if entropy is not None:
+        entropy.append(token_entropy(logits[:, :-1, :], temperature, suppressed))
     return token_logprobs(logits[:, :-1, :], batch.completion_ids, temperature, suppressed)
 
 

@@ -165,7 +165,9 @@ class PolicyLearner:
                 with torch.no_grad():
                     ref_logp = completion_logprobs(self.reference, batch, self.temperature, self.suppressed)
             self.engine.set_gradient_accumulation_boundary(i == len(chunks) - 1)
-            logp = completion_logprobs(self.engine, batch, self.temperature, self.suppressed)
+            entropy: list[torch.Tensor] = []
+            logp = completion_logprobs(self.engine, batch, self.temperature, self.suppressed, entropy)
+            sums["entropy_sum"] += float((entropy[0] * batch.completion_mask * batch.weights.unsqueeze(1)).sum())
             loss, metrics = policy_loss(logp, logp.detach(), batch.advantages, batch.completion_mask, totals,
                                         self.loss_settings, ref_logp, batch.rollout_logp, batch.weights)
             # DeepSpeed averages gradients over ranks; the loss is already this micro-batch's share.

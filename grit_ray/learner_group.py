@@ -111,7 +111,7 @@ def reduce_rank_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
             else:
                 total[k] = total.get(k, 0.0) + v
     tokens = max(total.pop("token_sum", 0.0), 1.0)
-    for name in ("kl", "is_weight", "logp_gap", "logp_abs_gap"):
+    for name in ("kl", "is_weight", "logp_gap", "logp_abs_gap", "entropy"):
         if f"{name}_sum" in total:
             total[f"{name}_mean"] = total.pop(f"{name}_sum") / tokens
     total["clip_fraction"] = total.pop("clipped_token_sum", 0.0) / tokens
@@ -123,13 +123,13 @@ class LearnerGroup:
     """Driver-side handle on N learner actors (data parallel)."""
 
     def __init__(self, cfg: GritConfig, model_path: str, num_actors: int | None = None,
-                 actor_options: dict[str, Any] | None = None):
+                 actor_options: dict[str, Any] | None = None, per_actor_options: list[dict] | None = None):
         self.cfg = cfg
         self.size = num_actors or cfg.learner.num_actors
         options = {"num_cpus": cfg.resources.cpus_per_actor, "num_gpus": cfg.resources.gpus_per_learner}
         options.update(actor_options or {})
-        actor_cls = ray.remote(LearnerActor).options(**options)
-        self.actors = [actor_cls.remote() for _ in range(self.size)]
+        placed = per_actor_options or [{}] * self.size  # e.g. a placement-group bundle per rank
+        self.actors = [ray.remote(LearnerActor).options(**options, **placed[r]).remote() for r in range(self.size)]
         addr, port = ray.get(self.actors[0].rendezvous_address.remote())
         self.startup_s = max(ray.get([a.setup.remote(cfg, model_path, r, self.size, addr, port)
                                       for r, a in enumerate(self.actors)]))

@@ -44,6 +44,7 @@ class PromptRequest:
     row: Row
     group_id: int
     n: int  # completions wanted for this prompt
+    seed: int | None = None  # completion k samples with seed + k: reproducible whatever else the engine runs
 
 
 @dataclass
@@ -176,7 +177,11 @@ class VLLMGenerator(Generator):
                 for k in range(1 if greedy else req.n):
                     rid = str(self._next_id)
                     self._next_id += 1
-                    self.engine.add_request(rid, engine_prompt, params)
+                    seeded = params
+                    if req.seed is not None and not greedy:
+                        seeded = params.clone()
+                        seeded.seed = req.seed + k
+                    self.engine.add_request(rid, engine_prompt, seeded)
                     pending[rid] = (req, k, prompt)
             self.encoder.clear()
             while pending:
@@ -352,16 +357,17 @@ class RolloutPool:
     are merged in the order completions finish."""
 
     def __init__(self, cfg: GritConfig, model_path: str, num_workers: int | None = None,
-                 actor_options: dict | None = None):
+                 actor_options: dict | None = None, per_actor_options: list[dict] | None = None):
         import ray
 
         device = resolve_device(cfg.model.device)
         options = {"num_cpus": cfg.resources.cpus_per_actor, "num_gpus": cfg.resources.gpus_per_rollout_worker,
                    "runtime_env": {"env_vars": vllm_env(device, cfg.rollout.cpu_kv_cache_gib)}}
         options.update(actor_options or {})
-        actor_cls = ray.remote(RolloutWorker).options(**options)
         n = num_workers or cfg.rollout.num_workers
-        self.workers = [actor_cls.remote(cfg, model_path, i) for i in range(n)]
+        placed = per_actor_options or [{}] * n  # e.g. a placement-group bundle per worker
+        self.workers = [ray.remote(RolloutWorker).options(**options, **placed[i]).remote(cfg, model_path, i)
+                        for i in range(n)]
         self.startup_s = max(ray.get([w.startup_seconds.remote() for w in self.workers]))
 
     def assign(self, requests: list[PromptRequest]) -> list[list[PromptRequest]]:

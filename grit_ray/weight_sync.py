@@ -255,11 +255,12 @@ class WeightSync:
         ray.get(calls)  # all members of the sync group connect together
         self.version = 0
 
-    def sync(self) -> dict[str, float]:
-        """Current learner weights into every rollout engine; returns timing and volume."""
+    def sync(self, version: int | None = None) -> dict[str, float]:
+        """Current learner weights into every rollout engine; returns timing and volume.
+        ``version`` labels the weights (the driver passes the step that produced them)."""
         import ray
 
-        self.version += 1
+        self.version = self.version + 1 if version is None else version
         started = time.perf_counter()
         sends = [a.send_weights.remote() for a in self.learners.actors]
         if self.broadcast:

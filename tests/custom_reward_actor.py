@@ -24,3 +24,13 @@ class TokenSumReward(RewardActor):
     async def score(self, item: RewardItem) -> ScoredCompletion:
         scored = await super().score(item)
         return replace(scored, reward=float(sum(item.token_ids) % 7))
+
+
+class LowTokenReward(RewardActor):
+    """Reward = share of completion tokens with an id below 300: a dense signal that an untrained
+    tiny model starts near 0.3 on and can learn to raise (the learning-signal test)."""
+
+    async def score(self, item: RewardItem) -> ScoredCompletion:
+        scored = await super().score(item)
+        ids = item.token_ids or [0]
+        return replace(scored, reward=sum(t < 300 for t in ids) / len(ids))

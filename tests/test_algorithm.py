@@ -201,3 +201,13 @@ def test_lr_schedule():
     assert lr_multiplier(6, 2, 10, "cosine") == pytest.approx(0.5)
     assert lr_multiplier(10, 2, 10, "cosine") == pytest.approx(0.0)
     assert lr_multiplier(7, 0, 10, "constant") == 1.0
+
+
+def test_token_entropy_by_hand():
+    from grit_ray.algorithm import token_entropy
+
+    uniform = torch.zeros(1, 1, 4)
+    assert token_entropy(uniform).item() == pytest.approx(math.log(4))
+    assert token_entropy(uniform, suppressed=torch.tensor([0, 1])).item() == pytest.approx(math.log(2))
+    peaked = torch.tensor([[[100.0, 0.0, 0.0]]])
+    assert token_entropy(peaked).item() == pytest.approx(0.0, abs=1e-6)

@@ -46,9 +46,10 @@ def test_a_training_step_updates_the_engines(tiny_model_dir, synth_jsonl):
         after = greedy()
     finally:
         ray.shutdown()
-    assert m["groups"] == 4 and m["completion_tokens"] > 0 and m["judge_not_asked"] + m.get("judge_ok", 0) == 16
-    assert m["grad_norm"] > 0 and m["weights_version"] == 1 and "skipped_update" not in m
-    for key in ("generation_s", "reward_tail_s", "learner_s", "sync_s", "step_s"):
+    assert m["groups/total"] == 4 and m["completion/len_mean"] > 0
+    assert m["judge/not_asked"] + m.get("judge/ok", 0) == 16
+    assert m["train/grad_norm"] > 0 and m["sync/weights_version"] == 1 and "train/skipped_update" not in m
+    for key in ("time/generation", "time/reward_tail", "time/learner", "time/sync", "time/step"):
         assert m[key] >= 0, key
-    assert m["step_s"] >= m["generation_s"] + m["learner_s"]
+    assert m["time/step"] >= m["time/generation"] + m["time/learner"]
     assert after != before  # the engine now serves the updated policy
