@@ -183,3 +183,34 @@ def test_parquet_with_embedded_images_streams_in_bounded_memory(tmp_path):
         del item
     assert n == 2000
     assert peak < 8_000_000, f"arrow held {peak / 1e6:.1f} MB while streaming 24 MB"
+
+
+def _sampler(synth_jsonl, shuffle=True, buffer=5):
+    from grit_ray.data import PromptSampler
+
+    stream = RowStream([DataSource(path=str(synth_jsonl), images=str(synth_jsonl.parent / "images"))])
+    return PromptSampler(stream, shuffle=shuffle, seed=7, buffer_size=buffer)
+
+
+def test_prompt_sampler_epochs_shuffle_and_exact_restore(synth_jsonl):
+    n = 24  # rows in the fixture
+    s = _sampler(synth_jsonl)
+    epoch0 = [r.line for r in s.next_batch(n)]
+    epoch1 = [r.line for r in s.next_batch(n)]
+    assert sorted(epoch0) == sorted(epoch1) == list(range(1, n + 1))  # every row once per epoch
+    assert epoch0 != epoch1 and epoch0 != sorted(epoch0)  # shuffled, and reshuffled per epoch
+    assert [r.line for r in _sampler(synth_jsonl, shuffle=False).next_batch(n)] == list(range(1, n + 1))
+
+    for stop in (5, 24, 29):  # mid-epoch, exactly at an epoch's end, inside the next epoch
+        a = _sampler(synth_jsonl)
+        a.next_batch(stop)
+        state = a.state()
+        expected = [r.line for r in a.next_batch(10)]
+        b = _sampler(synth_jsonl)
+        b.restore(state)
+        assert [r.line for r in b.next_batch(10)] == expected, stop
+    at_end = _sampler(synth_jsonl)
+    at_end.next_batch(24)
+    assert at_end.state() == {"epoch": 0, "taken": 24}
+    at_end.next_batch(1)
+    assert at_end.state() == {"epoch": 1, "taken": 1}

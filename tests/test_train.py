@@ -33,8 +33,10 @@ def test_default_config_runs_the_grit_reward_stack_and_honours_the_cli_contract(
     from transformers import AutoModelForImageTextToText
 
     run = tmp_path / "run"
-    proc = _train("--steps", "3", "--run-dir", str(run))
+    proc = _train("--steps", "3", "--run-dir", str(run), "--set", "eval.every_n_steps=3")
     rows = _metrics(run)
+    assert "eval/reward/mean" in rows[2] and rows[2]["eval/rows"] == 16 and "eval/accuracy" in rows[2]
+    assert "eval/reward/mean" not in rows[1]
     assert [r["step"] for r in rows] == [1, 2, 3]
     for r in rows:
         for key in ("reward/mean", "reward/std", "time/step", "time/generation", "time/reward_tail",

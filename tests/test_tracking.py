@@ -1,0 +1,89 @@
+"""Metrics out of the driver: metrics.jsonl, TensorBoard event files (our own writer, checked by
+decoding its bytes), the progress line, and trimming on resume."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+
+from grit_ray.tracking import MetricsLogger, _masked_crc, crc32c, progress_line
+
+
+def test_crc32c_known_vector():
+    assert crc32c(b"123456789") == 0xE3069283  # the standard check value of CRC-32C
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    shift = value = 0
+    while True:
+        b = buf[i]
+        value |= (b & 0x7F) << shift
+        i += 1
+        if not b & 0x80:
+            return value, i
+        shift += 7
+
+
+def _fields(buf: bytes) -> list[tuple[int, object]]:
+    """A protobuf message as (field number, value) pairs: varint, fixed64/32 and length-delimited."""
+    out, i = [], 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 1:
+            value, i = struct.unpack("<d", buf[i:i + 8])[0], i + 8
+        elif wire == 5:
+            value, i = struct.unpack("<f", buf[i:i + 4])[0], i + 4
+        else:
+            n, i = _varint(buf, i)
+            value, i = buf[i:i + n], i + n
+        out.append((number, value))
+    return out
+
+
+def _records(data: bytes) -> list[bytes]:
+    out, i = [], 0
+    while i < len(data):
+        header = data[i:i + 8]
+        (n,) = struct.unpack("<Q", header)
+        assert struct.unpack("<I", data[i + 8:i + 12])[0] == _masked_crc(header)
+        payload = data[i + 12:i + 12 + n]
+        assert struct.unpack("<I", data[i + 12 + n:i + 16 + n])[0] == _masked_crc(payload)
+        out.append(payload)
+        i += 16 + n
+    return out
+
+
+def test_metrics_jsonl_tensorboard_and_progress(tmp_path, capsys):
+    log = MetricsLogger(tmp_path, total_steps=4, tensorboard=True, progress=True, wandb_project=None,
+                        run_name="t", config={})
+    for step in (1, 2):
+        log.log({"step": step, "reward/mean": 0.25 * step, "time/step": 2.0, "accuracy": 0.5, "note": "text"})
+    log.close()
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and rows[1]["reward/mean"] == 0.5
+
+    events = [_fields(r) for r in _records(next((tmp_path / "tb").glob("events.out.tfevents.*")).read_bytes())]
+    assert dict(events[0])[3] == b"brain.Event:2"  # the file-version record TensorBoard expects first
+    step2 = dict(events[2])
+    assert step2[2] == 2  # step
+    values = {dict(_fields(v))[1].decode(): dict(_fields(v))[2] for n, v in _fields(step2[5]) if n == 1}
+    assert values == {"reward/mean": pytest.approx(0.5), "time/step": pytest.approx(2.0), "accuracy": 0.5}
+
+    out = capsys.readouterr().out
+    assert "step 2/4 | reward 0.500 | acc 0.500" in out and "ETA 0m04s" in out
+
+
+def test_resume_trims_metrics_beyond_the_checkpoint(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3)))
+    MetricsLogger(tmp_path, 5, False, False, None, "t", {}, resume_step=2).close()
+    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_progress_line_with_missing_values():
+    line = progress_line({"step": 3}, 10, 125)
+    assert line == "step 3/10 | reward - | acc - | kl - | s/step - | tok/s - | ETA 2m05s"
