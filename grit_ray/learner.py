@@ -206,7 +206,8 @@ class PolicyLearner:
         for bucket in plan:
             group = [params[m.name] for m in bucket.tensors]
             with deepspeed.zero.GatheredParameters(group, enabled=self.zero3):
-                out = [(m.name, p.detach().to(device, copy=True)) for m, p in zip(bucket.tensors, group)] if keep else []
+                out = ([(m.name, p.detach().to(device, copy=True)) for m, p in zip(bucket.tensors, group)]
+                       if keep else [])
             yield out
 
     def packed_buckets(self, plan: list[Bucket], device: str) -> Iterator[torch.Tensor | None]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from grit_ray.config import GritConfig, RolloutBackend
-from grit_ray.data import Row
+from grit_ray.data import DataError, Row
 from grit_ray.experience import PromptEncoder
 from grit_ray.hardware import apply_env, resolve_device, resolve_dtype, vllm_env
 from grit_ray.prompts import chat_messages
@@ -108,11 +108,21 @@ class Generator:
         # log-probs on the scale the learner uses (see docs/algorithm.md, "Temperature")
         self.tempered_logprobs = cfg.algorithm.scale_logits_by_temperature
 
+    def check_length(self, n_tokens: int, row: Row) -> None:
+        """A prompt (image tokens included) over ``prompt.max_prompt_tokens`` is an error naming the
+        row: truncating it would cut image tokens or the question (a bug of peers' VLM trainers)."""
+        limit = self.cfg.prompt.max_prompt_tokens
+        if n_tokens > limit:
+            raise DataError(f"{row.where}: the prompt is {n_tokens} tokens with its image, over "
+                            f"prompt.max_prompt_tokens={limit} (lower model.max_pixels or raise the limit)")
+
     def prompt_text(self, question: str) -> str:
         return self.tokenizer.apply_chat_template(chat_messages(question, self.cfg.prompt.template), tokenize=False,
                                                   add_generation_prompt=True)
 
-    def stream(self, requests: list[PromptRequest], greedy: bool = False) -> Iterator[tuple[PromptRequest, int, str, Completion]]:
+    def stream(self, requests: list[PromptRequest],
+               greedy: bool = False) -> Iterator[tuple[PromptRequest, int, str, Completion]]:
+        """(request, index in group, prompt text, completion) as each completion finishes."""
         raise NotImplementedError
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
@@ -165,6 +175,7 @@ class VLLMGenerator(Generator):
         """Token-id prompt through the learner's processor path, image pads collapsed for vLLM."""
         image = row.open_image()
         ids = self.encoder.encode_image(prompt, image)["input_ids"][0].tolist()
+        self.check_length(len(ids), row)
         return {"prompt_token_ids": collapse_image_pads(ids, self.image_pad_id), "multi_modal_data": {"image": image}}
 
     def stream(self, requests, greedy=False):
@@ -238,7 +249,9 @@ class HFGenerator(Generator):
         ro = self.cfg.rollout
         for req in requests:
             prompt = self.prompt_text(req.row.question)
-            inputs = {k: v.to(self.device) for k, v in self.encoder.encode(prompt, req.row.image, req.row.where).items()}
+            encoded = self.encoder.encode(prompt, req.row.image, req.row.where)
+            inputs = {k: v.to(self.device) for k, v in encoded.items()}
+            self.check_length(inputs["input_ids"].shape[1], req.row)
             n = 1 if greedy else req.n
             sampling = {"do_sample": False} if greedy else {
                 "do_sample": True, "temperature": ro.temperature, "top_p": ro.top_p,

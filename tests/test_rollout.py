@@ -4,6 +4,7 @@ DeepSpeed ZeRO-3 learner ranks, and the sync group between them (gloo), on the t
 from __future__ import annotations
 
 import itertools
+import re
 from collections import Counter
 
 import pytest
@@ -191,6 +192,18 @@ def test_hf_backend_cuts_completions_at_eos_or_the_first_stop_string(hf):
     eos, pad = tok.eos_token_id, tok.pad_token_id
     assert hf._finished_length(tail + [eos, pad, pad]) == (len(tail) + 1, "stop")
     assert hf._finished_length(tail) == (len(tail), "length")
+
+
+def test_a_prompt_over_the_token_limit_is_an_error_naming_the_row(hf, rows):
+    from grit_ray.data import DataError
+
+    hf.cfg = hf.cfg.model_copy(update={"prompt": hf.cfg.prompt.model_copy(update={"max_prompt_tokens": 20})})
+    try:
+        expected = re.escape(rows[0].where) + r": the prompt is \d+ tokens .*prompt\.max_prompt_tokens=20"
+        with pytest.raises(DataError, match=expected):
+            list(hf.stream(_requests(rows[:1], 1), greedy=True))
+    finally:
+        hf.cfg = hf.cfg.model_copy(update={"prompt": hf.cfg.prompt.model_copy(update={"max_prompt_tokens": 750})})
 
 
 def test_hf_backend_behind_the_same_actor_interface(tiny_model_dir, rows, stack):
