@@ -117,6 +117,35 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from grit_ray.config import DataSource
+    from grit_ray.eval import run_eval
+
+    overrides = list(args.overrides) + [f"model.path={args.model}", f"prompt.template={args.prompt}",
+                                        f"reward.judge.kind={args.judge}", f"rollout.num_workers={args.workers}"]
+    if args.judge_base_url:
+        overrides.append(f"reward.judge.base_url={args.judge_base_url}")
+    if args.judge_model:
+        overrides.append(f"reward.judge.model={args.judge_model}")
+    cfg = load_config(args.config, overrides)
+    data = [DataSource(path=p, images=args.images) for p in args.data.split(",") if p]
+    run_eval(cfg, data, Path(args.out), max_rows=args.max_rows, report=not args.no_report)
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from grit_ray.plots import plot_run
+
+    try:
+        written = plot_run(Path(args.run_dir), Path(args.out) if args.out else None)
+    except FileNotFoundError as e:
+        print(f"grit-ray: {e}", file=sys.stderr)
+        return EXIT_BAD_DATA
+    for p in written:
+        print(p)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grit-ray", description="GRIT grounded visual reasoning on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -180,6 +209,26 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--stop-after", type=int, default=None, metavar="N",
                        help="stop after step N with a checkpoint (split a run into jobs; --resume continues)")
     train.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("eval", help="greedy evaluation: per-dataset ACC/GIoU, results.jsonl, HTML report")
+    _add_config_args(ev)
+    ev.add_argument("--model", required=True, help="HF model directory (e.g. RUN_DIR/final_model)")
+    ev.add_argument("--data", required=True, help="FILE[,FILE...] of GRIT rows (JSONL or Parquet)")
+    ev.add_argument("--out", required=True, help="output directory")
+    ev.add_argument("--images", default=None, help="image folder for rows that name their image")
+    ev.add_argument("--judge", choices=["rule", "openai"], default="rule")
+    ev.add_argument("--judge-base-url", default=None)
+    ev.add_argument("--judge-model", default=None)
+    ev.add_argument("--prompt", choices=["grit", "direct", "cot"], default="grit")
+    ev.add_argument("--workers", type=int, default=1, help="rollout workers (results do not depend on it)")
+    ev.add_argument("--max-rows", type=int, default=None)
+    ev.add_argument("--no-report", action="store_true", help="skip report.html")
+    ev.set_defaults(func=_cmd_eval)
+
+    plot = sub.add_parser("plot", help="PNG curves from RUN_DIR/metrics.jsonl")
+    plot.add_argument("run_dir")
+    plot.add_argument("--out", default=None, help="default: RUN_DIR/plots")
+    plot.set_defaults(func=_cmd_plot)
 
     demo = sub.add_parser("demo", help="end-to-end demo: synthetic data, tiny model, vLLM rollout on Ray")
     _add_config_args(demo)

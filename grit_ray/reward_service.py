@@ -59,6 +59,7 @@ class ScoredCompletion:
     judge_attempts: int = 0
     cached: bool = False
     seconds: float = 0.0
+    judge_score: float | None = None  # the raw judge score (ACC averages it unbinarised)
 
     @property
     def failure_reason(self) -> str | None:
@@ -124,7 +125,7 @@ class RewardActor:
                         item.token_ids or None)
         values, total = self.reward_set.score(x)
         return ScoredCompletion(item.group_id, item.index, total, values, status, error, attempts, cached,
-                                time.perf_counter() - started)
+                                time.perf_counter() - started, judge_score)
 
     def counters(self) -> dict[str, float]:
         out = {k: float(v) for k, v in self.stats.items()}

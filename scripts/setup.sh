@@ -33,6 +33,16 @@ if [[ "$(cat .venv/.grit-ray-base 2>/dev/null)" != "$base_digest" ]]; then
   echo "setup: runtime installed in $((SECONDS - start)) s"
 fi
 
+if (( want_dev )) && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  # the evaluation report is checked in a real headless browser (tests/test_report.py)
+  if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "setup: installing Chromium from the distribution's packages (headless browser for the report test)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup: Chromium not found and not root: the report's browser test will be skipped (apt-get install chromium)"
+  fi
+fi
+
 if (( want_dev )); then
   dev_digest=$(digest requirements/dev-lock.txt)
   if [[ "$(cat .venv/.grit-ray-dev 2>/dev/null)" != "$dev_digest" ]]; then
