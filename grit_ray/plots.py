@@ -84,9 +84,9 @@ def plot_run(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     rows = read_metrics(run_dir)
     out_dir = out_dir or run_dir / "plots"
     keys = sorted({k for r in rows for k in r})
+    components = [k for k in keys if k.startswith("reward/") and k not in ("reward/mean", "reward/std")]
     charts = {
-        "reward.png": ("reward: total and per component",
-                       ["reward/mean"] + [k for k in keys if k.startswith("reward/") and k not in ("reward/mean", "reward/std")]),
+        "reward.png": ("reward: total and per component", ["reward/mean"] + components),
         "accuracy.png": ("answer accuracy", ["accuracy", "eval/accuracy"]),
         "kl.png": ("KL to the reference (k3)", ["train/kl"]),
         "lengths.png": ("completion length (tokens)", ["completion/len_mean", "completion/len_max"]),
