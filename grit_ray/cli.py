@@ -129,7 +129,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         overrides.append(f"reward.judge.model={args.judge_model}")
     cfg = load_config(args.config, overrides)
     data = [DataSource(path=p, images=args.images) for p in args.data.split(",") if p]
-    run_eval(cfg, data, Path(args.out), max_rows=args.max_rows, report=not args.no_report)
+    if args.crossmodal and cfg.reward.judge.kind.value != "openai":
+        print("grit-ray: --crossmodal needs a multimodal LLM judge (--judge openai)", file=sys.stderr)
+        return EXIT_USAGE
+    run_eval(cfg, data, Path(args.out), max_rows=args.max_rows, report=not args.no_report,
+             crossmodal=args.crossmodal)
     return 0
 
 
@@ -223,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--workers", type=int, default=1, help="rollout workers (results do not depend on it)")
     ev.add_argument("--max-rows", type=int, default=None)
     ev.add_argument("--no-report", action="store_true", help="skip report.html")
+    ev.add_argument("--crossmodal", action="store_true",
+                    help="also the cross-modal correlation metric (multimodal judge, 3 seeded repeats)")
     ev.set_defaults(func=_cmd_eval)
 
     plot = sub.add_parser("plot", help="PNG curves from RUN_DIR/metrics.jsonl")

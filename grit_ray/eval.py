@@ -52,7 +52,7 @@ def summary_markdown(table: dict[str, dict[str, Any]]) -> str:
 
 
 def run_eval(cfg: GritConfig, data: list[DataSource], out_dir: Path, max_rows: int | None = None,
-             report: bool = True) -> dict[str, dict[str, Any]]:
+             report: bool = True, crossmodal: bool = False) -> dict[str, dict[str, Any]]:
     import ray
 
     from grit_ray.driver import reward_item
@@ -84,6 +84,17 @@ def run_eval(cfg: GritConfig, data: list[DataSource], out_dir: Path, max_rows: i
     table = summarise(results)
     (out_dir / "summary.json").write_text(json.dumps(table, indent=2) + "\n")
     (out_dir / "summary.md").write_text(summary_markdown(table))
+    if crossmodal:
+        from grit_ray.crossmodal import crossmodal_correlation
+
+        cm = crossmodal_correlation(results, rows, frame, cfg.reward.judge, repeats=3, seed=cfg.run.seed)
+        (out_dir / "crossmodal.json").write_text(json.dumps(cm, indent=2) + "\n")
+        line = (f"cross-modal correlation: {cm['mean']:.3f} +- {cm['std']:.3f} over {cm['repeats']} repeats, "
+                f"{cm['rows']} rows with boxes, {cm['unanswered']} unanswered" if cm["mean"] is not None
+                else f"cross-modal correlation: no answer ({cm['rows']} rows with boxes)")
+        print(line)
+        with (out_dir / "summary.md").open("a") as f:
+            f.write("\n" + line + "\n")
     if report:
         from grit_ray.report import write_report
 

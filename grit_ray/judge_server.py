@@ -9,6 +9,9 @@ exercise every failure path against a real HTTP server:
 - ``#garbagexN``: the first N replies carry no score; ``#garbage``: every reply;
 - ``#hang``: the request sleeps ``hang_s`` before answering (longer than any sane timeout).
 
+The cross-modal question (which of two images matches) is always answered "Image 0", or with no
+pick when the chain contains ``#garbage``.
+
 ``GET /stats`` returns request counts and the peak number of requests in flight.
 Run it with ``python -m grit_ray.judge_server --port 8011 --latency 0.3``; it binds to
 127.0.0.1 unless told otherwise.
@@ -68,6 +71,8 @@ class JudgeServer:
         with self._lock:
             self.seen[prompt] += 1
             nth = self.seen[prompt]
+        if "Which image matches the reasoning?" in prompt:  # the cross-modal question: a fixed pick
+            return 200, "I cannot tell." if "#garbage" in prompt else "Image 0"
         m = _ANSWER_RE.search(prompt)
         reference, prediction = (m.group(1), m.group(2)) if m else ("", prompt)
         if "#hang" in prediction:
