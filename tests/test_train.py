@@ -49,6 +49,10 @@ def test_default_config_runs_the_grit_reward_stack_and_honours_the_cli_contract(
     assert (run / "checkpoints" / "step-000003" / "driver.json").exists()
     AutoModelForImageTextToText.from_pretrained(run / "final_model")
 
+    from grit_ray.plots import plot_run  # the curves render from this real run's metrics
+
+    assert {p.name for p in plot_run(run)} == {"reward.png", "accuracy.png", "kl.png", "lengths.png", "step_time.png"}
+
 
 def test_training_moves_the_policy_towards_the_reward(tmp_path):
     """A dense custom reward (share of tokens with low ids): mean reward rises clearly in 12 steps."""
