@@ -24,7 +24,7 @@ import hashlib
 import importlib
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from grit_ray.config import GritConfig, JudgeFailurePolicy, JudgeKind, PromptTemplate, RewardConfig
@@ -203,7 +203,7 @@ class RewardPool:
         if failed and self.policy is JudgeFailurePolicy.RETRY_LATER:
             metrics["judge_retried"] += len(failed)
             for s in self.score(failed):
-                by_key[(s.group_id, s.index)] = replace(s, judge_attempts=s.judge_attempts)
+                by_key[(s.group_id, s.index)] = s
                 metrics["judge_recovered"] += int(s.reward is not None)
         dropped = {g for (g, _), s in by_key.items() if s.reward is None}
         metrics["groups_dropped_judge"] = len(dropped)
