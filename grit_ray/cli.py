@@ -121,6 +121,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from grit_ray.config import DataSource
     from grit_ray.eval import run_eval
 
+    from grit_ray.tiny_model import model_path_problem
+
+    if (problem := model_path_problem(args.model)) is not None:
+        print(f"grit-ray: --model {args.model}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+
     overrides = list(args.overrides) + [f"model.path={args.model}", f"prompt.template={args.prompt}",
                                         f"reward.judge.kind={args.judge}", f"rollout.num_workers={args.workers}"]
     if args.judge_base_url:

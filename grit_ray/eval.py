@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from grit_ray.config import DataSource, GritConfig
-from grit_ray.data import Row, RowRules, RowStream
+from grit_ray.data import DataError, Row, RowRules, RowStream
 from grit_ray.grounding import FrameSpec
 from grit_ray.metrics import completion_giou
 from grit_ray.reward_service import ScoredCompletion
@@ -63,7 +63,7 @@ def run_eval(cfg: GritConfig, data: list[DataSource], out_dir: Path, max_rows: i
     stream = RowStream(data, RowRules.from_config(cfg.data), cfg.data.bad_rows)
     rows = [r for _, r in zip(range(max_rows or 10**12), stream)]
     if not rows:
-        raise ValueError("no rows to evaluate")
+        raise DataError(f"{', '.join(d.path for d in data)}: no rows to evaluate")
     frame = FrameSpec(cfg.reward.coord_frame, cfg.model.min_pixels, cfg.model.max_pixels)
     ray.init(address=cfg.resources.ray_address, include_dashboard=False, namespace="grit-ray",
              log_to_driver=False, ignore_reinit_error=True)

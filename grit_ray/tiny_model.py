@@ -229,9 +229,24 @@ def directory_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def model_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be a model, or None. Names that do not look like paths are hub model ids
+    and are left to the loader (a cluster node may fetch them)."""
+    local = Path(path).expanduser()
+    if not local.exists():
+        return "no such model directory" if path.startswith(("/", ".", "~")) else None
+    if not (local / "config.json").exists():
+        return "not an HF model directory (no config.json)"
+    return None
+
+
 def ensure_model(path: str | None, spec: TinyModelSpec, run_dir: Path) -> str:
     """The policy's directory: ``path`` as given, or the tiny model built under ``run_dir/tiny-model``."""
     if path is not None:
+        if (problem := model_path_problem(path)) is not None:
+            from grit_ray.config import ConfigError
+
+            raise ConfigError([f"model.path: {path}: {problem}"])
         return path
     out = Path(run_dir) / "tiny-model"
     if not (out / "grit_ray_tiny.json").is_file():

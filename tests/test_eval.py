@@ -35,3 +35,24 @@ def test_eval_outputs_and_worker_count_independence(tiny_model_dir, synth_jsonl,
     assert report.count('<div class="card') == 8
     for r in one:
         assert {"completion", "rewards", "reward", "giou", "judge"} <= set(r) and r["judge"]["status"] == "ok"
+
+
+def test_eval_input_errors_are_clear(tmp_path, tiny_model_dir, capsys):
+    data = tmp_path / "rows.jsonl"
+    data.write_text("")
+    assert main(["eval", "--model", str(tmp_path / "none"), "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    assert "no such model directory" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tmp_path), "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    assert "not an HF model directory" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", str(tmp_path / "missing.jsonl"),
+                 "--out", str(tmp_path / "o")]) == 1
+    assert "data file not found" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(tmp_path / "o"),
+                 "--crossmodal"]) == 2
+    assert "--crossmodal needs a multimodal LLM judge" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(tmp_path / "o")]) == 1
+    assert "no rows to evaluate" in capsys.readouterr().err
+    # the same check guards training's model.path, before any actor starts
+    assert main(["train", "--steps", "1", "--run-dir", str(tmp_path / "run"), "--set",
+                 f"model.path={tmp_path / 'none'}"]) == 2
+    assert "model.path" in capsys.readouterr().err
