@@ -57,25 +57,55 @@ def zero_signal_groups(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.
     return (hi == lo)[inverse]
 
 
-def token_logprobs(
+def _sampling_logits(
+    row_logits: torch.Tensor,  # (T, V)
+    temperature: float,
+    suppressed: torch.Tensor | None,  # (S,)
+) -> torch.Tensor:  # (T, V) float32
+    """Logits of the distribution the rollout engine sampled: tempered, suppressed tokens at -inf."""
+    row_logits = row_logits.float()
+    if temperature != 1.0:
+        row_logits = row_logits / temperature
+    if suppressed is not None and suppressed.numel():
+        row_logits = row_logits.index_fill(-1, suppressed.to(row_logits.device), float("-inf"))
+    return row_logits
+
+
+def _entropy(row_logits: torch.Tensor) -> torch.Tensor:  # (T, V) sampling logits -> (T,)
+    logp = torch.log_softmax(row_logits, dim=-1)
+    return -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)
+
+
+def token_logprobs_and_entropy(
     logits: torch.Tensor,  # (B, T, V) logits that predict ``tokens`` (already shifted by one)
     tokens: torch.Tensor,  # (B, T) int64
     temperature: float = 1.0,
     suppressed: torch.Tensor | None = None,  # (S,) int64 token ids the sampler can never emit
-) -> torch.Tensor:  # (B, T)
-    """log softmax(logits / temperature)[token], one row at a time so the (B, T, V) float32
-    log-softmax is never materialised whole (V is 150k for Qwen). ``suppressed`` tokens get
-    probability 0, as in the rollout engine, so both score the distribution that was sampled."""
-    rows = []
+    with_entropy: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:  # (B, T) log-probs with grad, (B, T) entropy without
+    """One pass over the rows for both: log softmax(logits / temperature)[token], and (a metric, no
+    gradient) the entropy of the same next-token distribution. One row at a time so the (B, T, V)
+    float32 log-softmax is never materialised whole (V is 150k for Qwen). ``suppressed`` tokens
+    get probability 0, as in the rollout engine, so both score the distribution that was sampled."""
+    logps, entropies = [], []
     for row_logits, row_tokens in zip(logits, tokens):  # (T, V), (T,)
-        row_logits = row_logits.float()
-        if temperature != 1.0:
-            row_logits = row_logits / temperature
-        if suppressed is not None and suppressed.numel():
-            row_logits = row_logits.index_fill(-1, suppressed.to(row_logits.device), float("-inf"))
+        row_logits = _sampling_logits(row_logits, temperature, suppressed)
         picked = row_logits.gather(-1, row_tokens.unsqueeze(-1)).squeeze(-1)  # (T,)
-        rows.append(picked - torch.logsumexp(row_logits, dim=-1))
-    return torch.stack(rows)
+        logps.append(picked - torch.logsumexp(row_logits, dim=-1))
+        if with_entropy:
+            with torch.no_grad():
+                entropies.append(_entropy(row_logits))
+    return torch.stack(logps), torch.stack(entropies) if with_entropy else None
+
+
+def token_logprobs(
+    logits: torch.Tensor,  # (B, T, V)
+    tokens: torch.Tensor,  # (B, T) int64
+    temperature: float = 1.0,
+    suppressed: torch.Tensor | None = None,  # (S,)
+) -> torch.Tensor:  # (B, T)
+    """log softmax(logits / temperature)[token]; see ``token_logprobs_and_entropy``."""
+    return token_logprobs_and_entropy(logits, tokens, temperature, suppressed, with_entropy=False)[0]
 
 
 @torch.no_grad()
@@ -86,14 +116,7 @@ def token_entropy(
 ) -> torch.Tensor:  # (B, T)
     """Entropy of the (tempered, suppressed) next-token distribution at each position; a metric,
     so no gradient. One row at a time, like ``token_logprobs``."""
-    rows = []
-    for row_logits in logits:  # (T, V)
-        row_logits = row_logits.float() / temperature
-        if suppressed is not None and suppressed.numel():
-            row_logits = row_logits.index_fill(-1, suppressed.to(row_logits.device), float("-inf"))
-        logp = torch.log_softmax(row_logits, dim=-1)
-        rows.append(-(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1))
-    return torch.stack(rows)
+    return torch.stack([_entropy(_sampling_logits(row, temperature, suppressed)) for row in logits])
 
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:  # (B, T)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from grit_ray.algorithm import BatchTotals, group_advantages, token_entropy, token_logprobs, zero_signal_groups
+from grit_ray.algorithm import BatchTotals, group_advantages, token_logprobs_and_entropy, zero_signal_groups
 from grit_ray.config import AlgorithmConfig
 from grit_ray.data import open_image
 
@@ -156,9 +156,11 @@ def completion_logprobs(model, batch: MicroBatch, temperature: float = 1.0,
     When ``entropy`` is a list, the (B, T) per-token entropies are appended to it (no grad)."""
     T = batch.completion_ids.shape[1]
     logits = model(**batch.model_inputs(), logits_to_keep=T + 1, use_cache=False).logits  # (B, T + 1, V)
+    logp, ent = token_logprobs_and_entropy(logits[:, :-1, :], batch.completion_ids, temperature, suppressed,
+                                           with_entropy=entropy is not None)
     if entropy is not None:
-        entropy.append(token_entropy(logits[:, :-1, :], temperature, suppressed))
-    return token_logprobs(logits[:, :-1, :], batch.completion_ids, temperature, suppressed)
+        entropy.append(ent)
+    return logp
 
 
 def micro_batches(samples: list[TrainSample], size: int) -> list[list[TrainSample]]:

@@ -211,3 +211,16 @@ def test_token_entropy_by_hand():
     assert token_entropy(uniform, suppressed=torch.tensor([0, 1])).item() == pytest.approx(math.log(2))
     peaked = torch.tensor([[[100.0, 0.0, 0.0]]])
     assert token_entropy(peaked).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_one_pass_gives_the_same_logprobs_and_entropy_as_the_separate_functions():
+    from grit_ray.algorithm import token_entropy, token_logprobs_and_entropy
+
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 4, 9, generator=g, requires_grad=True)
+    tokens = torch.randint(2, 9, (2, 4), generator=g)
+    suppressed = torch.tensor([0, 1])
+    logp, ent = token_logprobs_and_entropy(logits, tokens, 0.9, suppressed)
+    torch.testing.assert_close(logp, token_logprobs(logits, tokens, 0.9, suppressed))
+    torch.testing.assert_close(ent, token_entropy(logits, 0.9, suppressed))
+    assert logp.requires_grad and not ent.requires_grad
