@@ -128,13 +128,21 @@ class TrainingStep:
         return m
 
 
+def greedy_scored(cfg: GritConfig, rollout: RolloutPool, rewards: RewardPool,
+                  rows: list[Row]) -> tuple[list[SampledCompletion], list[ScoredCompletion]]:
+    """One greedy completion per row and its score, both in row order (not arrival order), so the
+    result does not depend on how many workers ran or how requests were batched."""
+    requests = [PromptRequest(row, g, 1) for g, row in enumerate(rows)]
+    done = {s.group_id: s for s in rollout.stream(requests, greedy=True)}
+    samples = [done[g] for g in range(len(rows))]
+    scored = rewards.score([reward_item(s, rows[g], cfg.reward.judge.send_image) for g, s in enumerate(samples)])
+    return samples, scored
+
+
 def evaluate(cfg: GritConfig, rollout: RolloutPool, rewards: RewardPool, rows: list[Row]) -> dict[str, float]:
     """Greedy decoding on held-out rows, scored by the reward actors: eval/accuracy, eval/reward/..."""
     started = time.perf_counter()
-    requests = [PromptRequest(row, g, 1) for g, row in enumerate(rows)]
-    items = [reward_item(s, rows[s.group_id], cfg.reward.judge.send_image)
-             for s in rollout.stream(requests, greedy=True)]
-    scored = rewards.score(items)
+    _, scored = greedy_scored(cfg, rollout, rewards, rows)
     out = reward_metrics(scored, prefix="eval/")
     out["eval/judge_failed"] = float(sum(s.reward is None for s in scored))
     out["eval/rows"] = float(len(rows))

@@ -55,9 +55,9 @@ def run_eval(cfg: GritConfig, data: list[DataSource], out_dir: Path, max_rows: i
              report: bool = True, crossmodal: bool = False) -> dict[str, dict[str, Any]]:
     import ray
 
-    from grit_ray.driver import reward_item
+    from grit_ray.driver import greedy_scored
     from grit_ray.reward_service import RewardPool
-    from grit_ray.rollout import PromptRequest, RolloutPool
+    from grit_ray.rollout import RolloutPool
 
     started = time.perf_counter()
     stream = RowStream(data, RowRules.from_config(cfg.data), cfg.data.bad_rows)
@@ -68,15 +68,10 @@ def run_eval(cfg: GritConfig, data: list[DataSource], out_dir: Path, max_rows: i
     ray.init(address=cfg.resources.ray_address, include_dashboard=False, namespace="grit-ray",
              log_to_driver=False, ignore_reinit_error=True)
     try:
-        pool = RolloutPool(cfg, str(cfg.model.path))
-        rewards = RewardPool(cfg)
-        requests = [PromptRequest(row, i, 1) for i, row in enumerate(rows)]
-        done = {s.group_id: s for s in pool.stream(requests, greedy=True)}
-        items = [reward_item(done[i], rows[i], cfg.reward.judge.send_image) for i in range(len(rows))]
-        scored = rewards.score(items)
+        samples, scored = greedy_scored(cfg, RolloutPool(cfg, str(cfg.model.path)), RewardPool(cfg), rows)
     finally:
         ray.shutdown()
-    results = [result_row(rows[i], done[i].completion.text, scored[i], frame) for i in range(len(rows))]
+    results = [result_row(row, s.completion.text, sc, frame) for row, s, sc in zip(rows, samples, scored)]
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "results.jsonl").open("w") as f:
         for r in results:
