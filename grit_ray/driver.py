@@ -154,8 +154,13 @@ def evaluate(cfg: GritConfig, rollout: RolloutPool, rewards: RewardPool, rows: l
 # checkpoints
 
 
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint directories whose driver state was written (the last file of a save), oldest first."""
+    return sorted(p.parent for p in (run_dir / CHECKPOINTS).glob(f"step-*/{DRIVER_STATE}"))
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    done = sorted(p.parent for p in (run_dir / CHECKPOINTS).glob(f"step-*/{DRIVER_STATE}"))
+    done = complete_checkpoints(run_dir)
     return done[-1] if done else None
 
 
@@ -164,8 +169,7 @@ def save_checkpoint(run_dir: Path, step: int, learners, sampler: PromptSampler, 
     learners.save_checkpoint(ckpt)
     state = {"step": step, "sampler": sampler.state(), "python_random": random.getstate()}
     (ckpt / DRIVER_STATE).write_text(json.dumps(state))
-    complete = sorted(p.parent for p in (run_dir / CHECKPOINTS).glob(f"step-*/{DRIVER_STATE}"))
-    for old in complete[:-keep_last]:
+    for old in complete_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return ckpt
 
