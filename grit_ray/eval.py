@@ -19,7 +19,7 @@ from grit_ray.data import DataError, Row, RowRules, RowStream
 from grit_ray.grounding import FrameSpec
 from grit_ray.metrics import completion_giou
 from grit_ray.reward_service import ScoredCompletion
-from grit_ray.score import format_table, summarise
+from grit_ray.score import fmt_or_dash, format_table, summarise
 
 
 def judge_json(s: ScoredCompletion) -> dict[str, Any]:
@@ -41,9 +41,7 @@ def result_row(row: Row, completion: str, scored: ScoredCompletion, frame: Frame
 
 
 def summary_markdown(table: dict[str, dict[str, Any]]) -> str:
-    def f(v: float | None, spec: str) -> str:
-        return "-" if v is None else format(v, spec)
-
+    f = fmt_or_dash
     lines = ["| dataset | n | ACC | GIoU | reward | judge failures |", "|---|---|---|---|---|---|"]
     for name, s in table.items():
         lines.append(f"| {name} | {s['n']} | {f(s['acc'], '.1f')} | {f(s['giou'], '.3f')} | "

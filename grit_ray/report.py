@@ -14,6 +14,7 @@ from typing import Any
 
 from grit_ray.data import Row
 from grit_ray.grounding import BOX_RE, FrameSpec, answer_text, to_original
+from grit_ray.score import fmt_or_dash
 
 # distinguishable on photos; the ground truth is drawn dashed black-on-white, unlike any of these
 PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
@@ -62,10 +63,6 @@ def svg(row: Row, completion: str, frame: FrameSpec) -> str:
     return "".join(parts)
 
 
-def _fmt(v: Any, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
 def card(result: dict[str, Any], row: Row, frame: FrameSpec) -> str:
     judge = result["judge"]
     right = judge.get("status") == "ok" and (judge.get("score") or 0) > 0
@@ -76,8 +73,8 @@ def card(result: dict[str, Any], row: Row, frame: FrameSpec) -> str:
   {svg(row, result['completion'], frame)}
   <div class="text">
     <div class="meta"><b>{html.escape(row.dataset)}</b> · {html.escape(row.where)} ·
-      <span class="verdict">{verdict}</span> · judge {_fmt(judge.get('score'), '.2f')} ·
-      reward {_fmt(result.get('reward'), '.3f')} · GIoU {_fmt(result.get('giou'), '.3f')}</div>
+      <span class="verdict">{verdict}</span> · judge {fmt_or_dash(judge.get('score'), '.2f')} ·
+      reward {fmt_or_dash(result.get('reward'), '.3f')} · GIoU {fmt_or_dash(result.get('giou'), '.3f')}</div>
     <div><b>Q:</b> {html.escape(row.question)}</div>
     <div><b>Reference:</b> {html.escape(str(row.answer))} · <b>Answer:</b>
       {html.escape(ans.strip()) if ans is not None else '<i>none</i>'}</div>
@@ -116,8 +113,8 @@ def write_report(results: list[dict[str, Any]], rows: list[Row], frame: FrameSpe
     options = "".join(f'<option value="{html.escape(d)}">{html.escape(d)}</option>' for d in datasets)
     table = ""
     if summary:
-        body = "".join(f"<tr><th>{html.escape(k)}</th><td>{v['n']}</td><td>{_fmt(v['acc'], '.1f')}</td>"
-                       f"<td>{_fmt(v['giou'], '.3f')}</td><td>{v['judge_failures']}</td></tr>"
+        body = "".join(f"<tr><th>{html.escape(k)}</th><td>{v['n']}</td><td>{fmt_or_dash(v['acc'], '.1f')}</td>"
+                       f"<td>{fmt_or_dash(v['giou'], '.3f')}</td><td>{v['judge_failures']}</td></tr>"
                        for k, v in summary.items())
         table = ("<table><tr><th>dataset</th><th>n</th><th>ACC</th><th>GIoU</th><th>judge failures</th></tr>"
                  f"{body}</table>")

@@ -126,10 +126,13 @@ def summarise(scored: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return table
 
 
-def format_table(table: dict[str, dict[str, Any]]) -> str:
-    def f(v: float | None, spec: str) -> str:
-        return "-" if v is None else format(v, spec)
+def fmt_or_dash(v: float | None, spec: str) -> str:
+    """A number formatted with ``spec``, or "-" when it is unknown."""
+    return "-" if v is None else format(v, spec)
 
+
+def format_table(table: dict[str, dict[str, Any]]) -> str:
+    f = fmt_or_dash
     lines = [f"{'dataset':<12} {'n':>6} {'ACC':>7} {'GIoU':>7} {'reward':>7} {'judge failures':>15}"]
     for name, s in table.items():
         lines.append(f"{name:<12} {s['n']:>6} {f(s['acc'], '.1f'):>7} {f(s['giou'], '.3f'):>7} "
