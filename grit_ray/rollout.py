@@ -347,17 +347,17 @@ class RolloutWorker:
         self.sync = receiver
         self.sync.connect()
 
-    def receive_weights(self, version: int) -> dict[str, float]:
+    def _load(self, weights: Iterable[tuple[str, torch.Tensor]], version: int) -> dict[str, float]:
         started = time.perf_counter()
-        loaded = self.generator.load_weights(self.sync.receive())
+        loaded = self.generator.load_weights(weights)
         self.weights_version = version
         return {"loaded_tensors": loaded, "sync_s": time.perf_counter() - started}
 
+    def receive_weights(self, version: int) -> dict[str, float]:
+        return self._load(self.sync.receive(), version)
+
     def receive_weights_from_refs(self, refs: list, version: int) -> dict[str, float]:
-        started = time.perf_counter()
-        loaded = self.generator.load_weights(self.sync.receive_refs(refs))
-        self.weights_version = version
-        return {"loaded_tensors": loaded, "sync_s": time.perf_counter() - started}
+        return self._load(self.sync.receive_refs(refs), version)
 
     def raw_receive(self, refs: list) -> float:
         """Benchmark baseline: receive a sync's bytes over the sync transport and load nothing."""
