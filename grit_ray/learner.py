@@ -16,9 +16,9 @@ import os
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -35,6 +35,7 @@ _MODEL_SIDE_FILES = (
     "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json", "preprocessor_config.json",
     "processor_config.json", "video_preprocessor_config.json", "added_tokens.json",
 )
+R = TypeVar("R")
 VISION_TOWER_NAMES = ("visual", "vision_tower", "vision_model")  # Qwen2.5-VL, InternVL3 (HF), others
 
 
@@ -194,33 +195,32 @@ class PolicyLearner:
                  for n, p in self.engine.module.named_parameters() if p.requires_grad or not trainable_only]
         return plan_buckets(metas, bucket_mb)
 
-    def gathered_buckets(self, plan: list[Bucket], device: str = "cpu",
-                         rank0_only: bool = True) -> Iterator[list[tuple[str, torch.Tensor]]]:
-        """Full parameters bucket by bucket: under ZeRO-3 each bucket is gathered with one
-        collective (all ranks iterate together), copied out, and released before the next, so no
-        rank ever holds the whole model twice. Other ranks get empty buckets when ``rank0_only``."""
+    def _each_gathered(self, plan: list[Bucket], take: Callable[[Bucket, list[torch.nn.Parameter]], R]) -> Iterator[R]:
+        """``take(bucket, params)`` for each bucket while its parameters are gathered: under ZeRO-3
+        one collective per bucket (all ranks iterate together), released before the result is
+        handed on, so no rank ever holds the whole model twice."""
         import deepspeed
 
         params = dict(self.engine.module.named_parameters())
-        keep = self.rank == 0 or not rank0_only
         for bucket in plan:
             group = [params[m.name] for m in bucket.tensors]
             with deepspeed.zero.GatheredParameters(group, enabled=self.zero3):
-                out = ([(m.name, p.detach().to(device, copy=True)) for m, p in zip(bucket.tensors, group)]
-                       if keep else [])
+                out = take(bucket, group)
             yield out
+
+    def gathered_buckets(self, plan: list[Bucket], device: str = "cpu",
+                         rank0_only: bool = True) -> Iterator[list[tuple[str, torch.Tensor]]]:
+        """Full parameters bucket by bucket, copied to ``device``. Other ranks get empty buckets
+        when ``rank0_only``."""
+        keep = self.rank == 0 or not rank0_only
+        return self._each_gathered(plan, lambda bucket, group: (
+            [(m.name, p.detach().to(device, copy=True)) for m, p in zip(bucket.tensors, group)] if keep else []))
 
     def packed_buckets(self, plan: list[Bucket], device: str) -> Iterator[torch.Tensor | None]:
         """Each bucket as one flat byte buffer on rank 0 (None elsewhere), copied straight out of the
         gathered parameters: one copy per byte, no intermediate tensors."""
-        import deepspeed
-
-        params = dict(self.engine.module.named_parameters())
-        for bucket in plan:
-            group = [params[m.name] for m in bucket.tensors]
-            with deepspeed.zero.GatheredParameters(group, enabled=self.zero3):
-                flat = pack_into(group, bucket, device) if self.rank == 0 else None
-            yield flat
+        return self._each_gathered(plan, lambda bucket, group: (
+            pack_into(group, bucket, device) if self.rank == 0 else None))
 
     def save_hf_model(self, out_dir: str | Path, bucket_mb: float = 512) -> Path | None:
         """HF-format model (safetensors shards, one per bucket, + index and side files) that
