@@ -15,6 +15,7 @@ their streams.
 
 from __future__ import annotations
 
+import abc
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ def group_results(requests: list[PromptRequest], samples: Iterable[SampledComple
     return out
 
 
-class Generator:
+class Generator(abc.ABC):
     """What both backends share: the prompt path and the interface."""
 
     def __init__(self, cfg: GritConfig, model_path: str):
@@ -120,14 +121,14 @@ class Generator:
         return self.tokenizer.apply_chat_template(chat_messages(question, self.cfg.prompt.template), tokenize=False,
                                                   add_generation_prompt=True)
 
+    @abc.abstractmethod
     def stream(self, requests: list[PromptRequest],
                greedy: bool = False) -> Iterator[tuple[PromptRequest, int, str, Completion]]:
         """(request, index in group, prompt text, completion) as each completion finishes."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
         """Load (possibly partial) HF-named weights; returns how many tensors were loaded."""
-        raise NotImplementedError
 
 
 class VLLMGenerator(Generator):
