@@ -55,7 +55,8 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (.ci/run installs it)")
+@pytest.mark.skipif(_chromium() is None,
+                    reason="Chromium is not installed (scripts/setup.sh --dev installs it when run as root, as in CI)")
 def test_report_renders_in_headless_chromium_with_boxes_on_images(synth_jsonl, tmp_path):
     rows = _rows(synth_jsonl, n=2)
     report = write_report(_results(rows), rows, FrameSpec(CoordFrame.ORIGINAL), tmp_path / "report.html")
