@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from grit_ray.config import GritConfig, JudgeFailurePolicy, JudgeKind, PromptTem
 from grit_ray.grounding import answer_text
 from grit_ray.judge import JudgeRequest, JudgeResult, MissingAPIKey, Secret, key_from_env, make_judge, rule_score
 from grit_ray.prompts import user_text
-from grit_ray.rewards import RewardInput, RewardSet
+from grit_ray.rewards import RewardInput, RewardSet, import_by_path
 
 
 @dataclass
@@ -136,14 +135,8 @@ class RewardActor:
 
 
 def import_object(path: str):
-    """``package.module:Name`` -> the object, with an error that says what was wrong."""
-    module, _, name = path.partition(":")
-    if not module or not name:
-        raise ValueError(f"reward.actor_class {path!r}: expected 'package.module:ClassName'")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"reward.actor_class {path!r}: {e}") from None
+    """``package.module:ClassName`` -> the reward actor class, with an error that says what was wrong."""
+    return import_by_path(path, "reward.actor_class", "package.module:ClassName")
 
 
 @dataclass

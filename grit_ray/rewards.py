@@ -19,6 +19,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from grit_ray.config import RewardPreset
 from grit_ray.grounding import (
@@ -225,15 +226,20 @@ class RewardConfigError(ValueError):
     pass
 
 
-def import_component(path: str) -> RewardFn:
-    """``'package.module:function'`` -> the function."""
+def import_by_path(path: str, what: str, form: str) -> Any:
+    """``'package.module:name'`` -> the object; errors name ``what`` (the config key) and ``form``."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
-        raise RewardConfigError(f"reward component {path!r}: expected 'package.module:function'")
+        raise RewardConfigError(f"{what} {path!r}: expected '{form}'")
     try:
-        fn = getattr(importlib.import_module(module_name), attr)
+        return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
-        raise RewardConfigError(f"reward component {path!r}: {e}") from None
+        raise RewardConfigError(f"{what} {path!r}: {e}") from None
+
+
+def import_component(path: str) -> RewardFn:
+    """``'package.module:function'`` -> the function."""
+    fn = import_by_path(path, "reward component", "package.module:function")
     if not callable(fn):
         raise RewardConfigError(f"reward component {path!r} is not callable")
     return fn
