@@ -140,7 +140,14 @@ class VLLMGenerator(Generator):
         from vllm import LLM
 
         ro = cfg.rollout
-        kwargs = {"gpu_memory_utilization": ro.gpu_memory_utilization} if self.device == "cuda" else {}
+        if self.device == "cuda":
+            kwargs = {"gpu_memory_utilization": ro.gpu_memory_utilization}
+        else:
+            # A chunked prefill discards the token sampled for the partial request and rewinds its
+            # seeded generator, which CPU generators cannot do ("CPU Generator does not use
+            # offset"): the engine dies once a step's prompts exceed the token budget
+            # (docs/rollout.md). Whole prompts only, on CPU.
+            kwargs = {"enable_chunked_prefill": False}
         self.llm = LLM(
             model=model_path,
             dtype=self.dtype,
