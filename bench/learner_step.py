@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument("--shm", action="store_true", help="also measure with the CPU shm allreduce kernel")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="grit-bench-"))
-    model_dir = args.model or build_tiny_model(work / "model", TinyModelSpec(seed=0))
+    model_dir = args.model or build_tiny_model(work / "model", TinyModelSpec.plumbing(seed=0))
     data = write_synth(work / "data", SynthSpec(n=8, seed=0))
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     rows = [("ZeRO-2, 1 actor (baseline)", 2, 1, False), ("ZeRO-2, 2 actors", 2, 2, False),

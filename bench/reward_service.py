@@ -74,7 +74,7 @@ def training_steps(server: JudgeServer, work: Path, steps: int) -> dict[str, dic
             f"logging.run_dir={work}/run"]
     cfg_rule = load_config(overrides=base + ["reward.judge.kind=rule"])
     cfg_llm = load_config(overrides=base + judge_overrides(server, 32))
-    model = str(build_tiny_model(work / "model", TinyModelSpec(seed=0)))
+    model = str(build_tiny_model(work / "model", TinyModelSpec.plumbing(seed=0)))
     sources, _ = materialise_sources(cfg_rule.data, work / "run")
     rows = list(RowStream(sources))
     batches = itertools.cycle([rows[i:i + 32] for i in range(0, len(rows), 32)])

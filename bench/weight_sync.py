@@ -80,7 +80,8 @@ def main() -> None:
         for size in args.sizes.split(","):
             hidden, layers = SHAPES[size]
             t = time.perf_counter()
-            model_dir = build_tiny_model(work / size, TinyModelSpec(seed=0, hidden_size=hidden, num_layers=layers))
+            spec = TinyModelSpec(seed=0, hidden_size=hidden, num_layers=layers, pretrain={"steps": 0})
+            model_dir = build_tiny_model(work / size, spec)
             n_params = count_params(model_dir)
             print(f"built {size}: {n_params / 1e6:.1f}M parameters in {time.perf_counter() - t:.0f}s", flush=True)
             for transport in args.transports.split(","):

@@ -13,6 +13,7 @@ importance sampling against the rollout engine's log-probs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +56,16 @@ def zero_signal_groups(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.
     hi = torch.full((num_groups,), -torch.inf, dtype=rewards.dtype).scatter_reduce(0, inverse, rewards, "amax")
     lo = torch.full((num_groups,), torch.inf, dtype=rewards.dtype).scatter_reduce(0, inverse, rewards, "amin")
     return (hi == lo)[inverse]
+
+
+def refill_draw_size(needed: int, drawn: int, informative: int, limit: int) -> int:
+    """Dynamic sampling: prompts to draw next so that ``needed`` more groups with signal are likely,
+    judged by the share of informative groups among the ``drawn`` ones so far (a quarter at least,
+    so one unlucky round does not ask for everything), never past ``limit`` prompts in the step."""
+    if needed <= 0:
+        return 0
+    share = max(informative / drawn, 0.25) if drawn else 1.0
+    return max(0, min(limit - drawn, math.ceil(needed / share)))
 
 
 def _sampling_logits(

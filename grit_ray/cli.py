@@ -26,8 +26,8 @@ EXIT_USAGE = 2
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None, help="YAML config (default: configs/tiny-cpu.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set rollout.temperature=1.0 (repeatable)")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config values, e.g. --set rollout.temperature=1.0 learner.lr=1e-4 (repeatable)")
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
@@ -52,10 +52,20 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_model_tiny(args: argparse.Namespace) -> int:
-    from grit_ray.tiny_model import build_tiny_model, directory_digest
+    import shutil
 
-    out = build_tiny_model(args.out, TinyModelSpec(seed=args.seed))
-    print(f"wrote tiny Qwen2.5-VL to {out} (sha256 {directory_digest(out)[:16]})")
+    from grit_ray.tiny_model import build_tiny_model, cached_tiny_model, directory_digest
+
+    if args.random:
+        out = build_tiny_model(args.out, TinyModelSpec.plumbing(seed=args.seed or 0))
+    else:  # exactly the model a run with this config starts from (model.tiny), via the same cache
+        cfg = load_config(args.config, args.overrides + ([f"model.tiny.seed={args.seed}"] if args.seed is not None
+                                                         else []))
+        cached = cached_tiny_model(cfg.model.tiny)
+        out = Path(args.out)
+        shutil.copytree(cached, out, dirs_exist_ok=True)
+    kind = "random" if args.random else "pretrained base"
+    print(f"wrote the tiny {kind} Qwen2.5-VL to {out} (sha256 {directory_digest(out)[:16]})")
     return 0
 
 
@@ -179,9 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(func=_cmd_data_synth)
 
     model = sub.add_parser("model", help="model utilities").add_subparsers(dest="model_cmd", required=True)
-    tiny = model.add_parser("tiny", help="build the tiny offline Qwen2.5-VL")
+    tiny = model.add_parser("tiny", help="the tiny offline Qwen2.5-VL: the default run's base model, or --random")
+    _add_config_args(tiny)
     tiny.add_argument("--out", required=True, type=Path)
-    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--seed", type=int, default=None, help="default: model.tiny.seed of the config (0)")
+    tiny.add_argument("--random", action="store_true",
+                      help="the small untrained model of the plumbing tests (seconds, not minutes)")
     tiny.set_defaults(func=_cmd_model_tiny)
 
     config = sub.add_parser("config", help="configuration").add_subparsers(dest="config_cmd", required=True)

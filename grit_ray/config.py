@@ -57,14 +57,33 @@ class DType(str, enum.Enum):
     FLOAT16 = "float16"
 
 
+class TinyPretrainSpec(Section):
+    """Supervised pretraining of the tiny base model on its corpus (docs/base_model.md)."""
+
+    steps: int = Field(2400, ge=0, description="optimizer steps; 0 leaves the weights random")
+    batch_size: int = Field(16, gt=0, description="corpus samples per step")
+    lr: float = Field(5e-4, gt=0.0, description="AdamW peak learning rate (3e-3 collapses onto answer priors)")
+    warmup_steps: int = Field(50, ge=0, description="linear warm-up before the cosine decay")
+    single_object_share: float = Field(
+        0.2, ge=0.0, le=1.0, description="first share of the steps on one-object scenes (positions before matching)"
+    )
+    threads: int = Field(2, gt=0, description="torch threads while pretraining (the same count gives the same bytes)")
+
+
 class TinyModelSpec(Section):
-    """Shape of the offline tiny model built when `model.path` is null (tests, demo)."""
+    """Shape and pretraining of the offline tiny model built when `model.path` is null."""
 
     seed: int = Field(0, description="initialisation seed; the same seed gives the same bytes")
-    hidden_size: int = Field(64, gt=0, description="text and vision width (multiple of 32: vLLM CPU head size)")
-    num_layers: int = Field(2, gt=0, description="text decoder layers")
+    hidden_size: int = Field(128, gt=0, description="text and vision width (multiple of 32: vLLM CPU head size)")
+    num_layers: int = Field(4, gt=0, description="text decoder layers")
     vision_depth: int = Field(2, gt=0, description="vision tower blocks")
     vocab_size: int = Field(1024, ge=512, description="BPE vocabulary before special tokens")
+    pretrain: TinyPretrainSpec = TinyPretrainSpec()
+
+    @classmethod
+    def plumbing(cls, seed: int = 0) -> TinyModelSpec:
+        """The small random model for tests of the machinery (`grit-ray model tiny --random`)."""
+        return cls(seed=seed, hidden_size=64, num_layers=2, pretrain=TinyPretrainSpec(steps=0))
 
 
 class ModelConfig(Section):
@@ -103,7 +122,7 @@ class DataSource(Section):
     """One data file (JSON Lines or Parquet) in the GRIT row schema."""
 
     path: str = Field(description="the file")
-    images: str | None = Field(None, description="folder that relative image names resolve against (default: the file's folder)")
+    images: str | None = Field(None, description="folder that relative image names resolve against (default: the file's folder, then its images/)")
     format: DataFormat = Field(DataFormat.AUTO, description="auto reads the suffix (.jsonl, .parquet)")
 
 
@@ -113,13 +132,22 @@ class SynthSpec(Section):
     n: int = Field(64, gt=0, description="rows")
     seed: int = Field(0, description="the same seed gives the same rows and image bytes")
     counting_fraction: float = Field(0.5, ge=0.0, le=1.0, description="share of TallyQA-style counting rows")
-    min_size: int = Field(96, ge=32, description="smallest image side (pixels)")
-    max_size: int = Field(160, ge=32, description="largest image side (pixels)")
+    min_size: int = Field(140, ge=32, description="smallest image side (pixels)")
+    max_size: int = Field(168, ge=32, description="largest image side (pixels)")
+    side_multiple: int = Field(
+        28, ge=1, description="image sides are multiples of this (28: Qwen's processor keeps the size unchanged)"
+    )
+    object_scale: float = Field(0.22, gt=0.0, le=0.5, description="object side / the image's shorter side")
+    max_count: int = Field(9, ge=1, le=12, description="largest answer of a counting row (0..max_count)")
+    lit_backdrop: bool = Field(True, description="backdrop shaded by position (a cue to where things are)")
 
     @model_validator(mode="after")
     def _sizes_ordered(self) -> SynthSpec:
         if self.min_size > self.max_size:
             raise ValueError(f"min_size ({self.min_size}) exceeds max_size ({self.max_size})")
+        if -(-self.min_size // self.side_multiple) * self.side_multiple > self.max_size:
+            raise ValueError(f"no multiple of side_multiple ({self.side_multiple}) between min_size "
+                             f"({self.min_size}) and max_size ({self.max_size})")
         return self
 
 
@@ -269,6 +297,12 @@ class AlgorithmConfig(Section):
     is_correction: bool = Field(False, description="truncated importance sampling with rollout log-probs")
     is_cap: float = Field(3.0, gt=0.0, description="importance weight cap")
     drop_zero_signal_groups: bool = Field(False, description="drop groups whose rewards are all equal")
+    refill_zero_signal_groups: bool = Field(
+        False, description="dynamic sampling (DAPO): draw more prompts until prompts_per_step groups carry signal"
+    )
+    max_prompts_per_step: int | None = Field(
+        None, gt=0, description="bound on prompts drawn in one step with refill; null: 4 x prompts_per_step"
+    )
     kl_ratio_correction: bool = Field(
         False, description="multiply the k3 term by the ratio (unbiased reverse-KL gradient, TRL's default); GRIT: off"
     )
@@ -279,6 +313,20 @@ class AlgorithmConfig(Section):
     @property
     def completions_per_step(self) -> int:
         return self.prompts_per_step * self.group_size
+
+    @property
+    def prompt_draw_limit(self) -> int:
+        """Prompts one step may draw: prompts_per_step, or more with refill."""
+        if not self.refill_zero_signal_groups:
+            return self.prompts_per_step
+        return self.max_prompts_per_step or 4 * self.prompts_per_step
+
+    @model_validator(mode="after")
+    def _refill_bound(self) -> AlgorithmConfig:
+        if self.max_prompts_per_step is not None and self.max_prompts_per_step < self.prompts_per_step:
+            raise ValueError(f"max_prompts_per_step ({self.max_prompts_per_step}) is below prompts_per_step "
+                             f"({self.prompts_per_step})")
+        return self
 
 
 class ZeroStage(int, enum.Enum):

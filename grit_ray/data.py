@@ -159,13 +159,23 @@ def _answer_is_count(answer: str | int) -> bool:
     return answer.strip().isdigit()
 
 
+DEFAULT_IMAGE_FOLDER = "images"  # where `grit-ray data synth` (and GRIT's own layout) put a file's images
+
+
 def _resolve_image(value: str | bytes, images_dir: Path | None, data_file: Path) -> str | bytes:
+    """A relative image name resolves against ``images_dir`` when given; otherwise against the
+    data file's folder, then that folder's ``images/`` (the first that holds the file; the first
+    candidate when neither does, so the error names a real place)."""
     if isinstance(value, bytes):
         return value
     p = Path(value)
-    if not p.is_absolute():
-        p = (images_dir if images_dir is not None else data_file.parent) / p
-    return str(p)
+    if p.is_absolute():
+        return str(p)
+    if images_dir is not None:
+        return str(images_dir / p)
+    beside = data_file.parent / p
+    in_folder = data_file.parent / DEFAULT_IMAGE_FOLDER / p
+    return str(in_folder if not beside.exists() and in_folder.exists() else beside)
 
 
 def _check_image(image: str | bytes, width: int, height: int) -> str | None:

@@ -54,7 +54,7 @@ def run_demo(cfg: GritConfig, run_dir: Path) -> Path:
     rows = list(itertools.islice(iter(stream), cfg.algorithm.prompts_per_step))
     _say(f"data: {len(rows)} prompts from {', '.join(s.path for s in train_sources)}; {stream.skipped_report()}")
 
-    model_path = ensure_model(cfg.model.path, cfg.model.tiny, run_dir)
+    model_path = ensure_model(cfg.model.path, cfg.model.tiny, log=_say)
     _say(f"model: {model_path}")
 
     device = resolve_device(cfg.model.device)

@@ -14,14 +14,19 @@ import resource
 import shutil
 import statistics
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from grit_ray.config import GritConfig, load_config, save_resolved_config
 from grit_ray.data import PromptSampler, Row, RowRules, RowStream, materialise_sources
+from grit_ray.algorithm import refill_draw_size
 from grit_ray.experience import TrainSample, assign_advantages
-from grit_ray.reward_service import RewardItem, RewardPool, ScoredCompletion
+from grit_ray.grounding import FrameSpec
+from grit_ray.metrics import completion_giou, mean_or_none
+from grit_ray.reward_service import RewardItem, RewardPool, ScoredCompletion, StepRewards
 from grit_ray.rollout import PromptRequest, RolloutPool, SampledCompletion
 
 CHECKPOINTS = "checkpoints"
@@ -29,13 +34,13 @@ FINAL_MODEL = "final_model"
 DRIVER_STATE = "driver.json"  # written last: a checkpoint without it is incomplete and ignored
 
 
-def reward_item(sample: SampledCompletion, row: Row, send_image: bool) -> RewardItem:
+def reward_item(sample: SampledCompletion, row: Row, cfg: GritConfig) -> RewardItem:
     image = None
-    if send_image:
+    if cfg.reward.judge.send_image:
         image = row.image if isinstance(row.image, bytes) else Path(row.image).read_bytes()
     c = sample.completion
     return RewardItem(sample.group_id, sample.index, row.question, row.answer, row.dataset, c.text,
-                      list(c.token_ids), image)
+                      list(c.token_ids), image, cfg.prompt.template)
 
 
 def train_sample(sample: SampledCompletion, row: Row) -> TrainSample:
@@ -73,11 +78,25 @@ _LEARNER_KEYS = {"loss": "train/loss", "kl_mean": "train/kl", "entropy_mean": "t
                  "tokens": "train/tokens", "micro_batches": "train/micro_batches"}
 
 
+@dataclass
+class _Round:
+    """Completions of one generation round of a step, scored and settled."""
+
+    samples: dict[tuple[int, int], SampledCompletion]
+    settled: StepRewards
+    generation_s: float
+    reward_tail_s: float
+
+
 class TrainingStep:
+    """One optimizer step. With ``algorithm.refill_zero_signal_groups`` it keeps drawing prompts
+    (``draw_more``) until ``prompts_per_step`` groups carry signal or the draw limit is reached."""
+
     def __init__(self, cfg: GritConfig, rollout: RolloutPool, rewards: RewardPool, learners, sync):
         self.cfg, self.rollout, self.rewards, self.learners, self.sync = cfg, rollout, rewards, learners, sync
 
-    def __call__(self, rows: list[Row], step: int | None = None) -> dict[str, Any]:
+    def _round(self, rows: dict[int, Row], step: int | None) -> _Round:
+        """Generate the groups of ``rows`` (group id -> row) and score each completion as it arrives."""
         import ray
 
         cfg = self.cfg
@@ -86,33 +105,71 @@ class TrainingStep:
         requests = [PromptRequest(row, g, cfg.algorithm.group_size,
                                   seed=(cfg.rollout.seed * 1_000_003 + (step or 0)) * 10_007
                                   + g * cfg.algorithm.group_size)
-                    for g, row in enumerate(rows)]
+                    for g, row in rows.items()]
         samples: dict[tuple[int, int], SampledCompletion] = {}
         items: list[RewardItem] = []
         refs = []
         for s in self.rollout.stream(requests):  # completions in the order they finish
-            item = reward_item(s, rows[s.group_id], cfg.reward.judge.send_image)
+            item = reward_item(s, rows[s.group_id], cfg)
             refs.append(self.rewards.submit(item))  # scoring starts now, while others still generate
             items.append(item)
             samples[(s.group_id, s.index)] = s
         generation_s = time.perf_counter() - started
         scored = ray.get(refs)
         reward_tail_s = time.perf_counter() - started - generation_s
-        settled = self.rewards.settle(items, scored)
+        return _Round(samples, self.rewards.settle(items, scored), generation_s, reward_tail_s)
 
+    def __call__(self, rows: list[Row], step: int | None = None,
+                 draw_more: Callable[[int], list[Row]] | None = None) -> dict[str, Any]:
+        cfg, algo = self.cfg, self.cfg.algorithm
+        started = time.perf_counter()
+        refill = algo.refill_zero_signal_groups and draw_more is not None
+        by_gid = dict(enumerate(rows))
+        pending = dict(by_gid)
+        rounds: list[_Round] = []
+        informative: list[int] = []  # group ids with signal, in draw order
+        while pending:
+            r = self._round(pending, step)
+            rounds.append(r)
+            for g in pending:
+                if g not in r.settled.dropped_groups and _has_signal(r, g, algo.group_size):
+                    informative.append(g)
+            needed = algo.prompts_per_step - len(informative)
+            more = refill_draw_size(needed, len(by_gid), len(informative), algo.prompt_draw_limit) if refill else 0
+            new_rows = draw_more(more) if more else []
+            pending = {len(by_gid) + i: row for i, row in enumerate(new_rows)}
+            by_gid.update(pending)
+
+        samples = {k: v for r in rounds for k, v in r.samples.items()}
+        scored = {k: v for r in rounds for k, v in r.settled.scored.items()}
+        dropped = set().union(*(r.settled.dropped_groups for r in rounds))
         lengths = [len(s.completion.token_ids) for s in samples.values()]
-        m: dict[str, Any] = {"time/generation": generation_s, "time/reward_tail": reward_tail_s,
+        m: dict[str, Any] = {"time/generation": sum(r.generation_s for r in rounds),
+                             "time/reward_tail": sum(r.reward_tail_s for r in rounds),
                              "completion/len_mean": statistics.fmean(lengths), "completion/len_max": max(lengths),
                              "completion/truncated": sum(s.completion.finish_reason == "length"
-                                                         for s in samples.values()) / len(lengths),
-                             "throughput/tokens_per_s": sum(lengths) / max(generation_s, 1e-9)}
-        m.update(reward_metrics(list(settled.scored.values())))
-        m.update({f"judge/{k.removeprefix('judge_')}": v for k, v in settled.metrics.items()})
+                                                         for s in samples.values()) / len(lengths)}
+        m["throughput/tokens_per_s"] = sum(lengths) / max(m["time/generation"], 1e-9)
+        m.update(reward_metrics(list(scored.values())))
+        judge: Counter = Counter()
+        for r in rounds:
+            judge.update(r.settled.metrics)
+        m.update({f"judge/{k.removeprefix('judge_')}": float(v) for k, v in judge.items()})
 
-        keys = [k for k in sorted(samples) if k[0] not in settled.dropped_groups]
-        batch, adv = assign_advantages([train_sample(samples[k], rows[k[0]]) for k in keys],
-                                       [settled.reward(*k) for k in keys], cfg.algorithm)
-        m.update({"groups/total": adv["groups"], "groups/zero_signal": adv["zero_signal_groups"],
+        if refill:  # keep the first prompts_per_step informative groups; the rest are surplus
+            kept_groups = set(informative[:algo.prompts_per_step])
+            m.update({"sampling/prompts_drawn": float(len(by_gid)), "sampling/rounds": float(len(rounds)),
+                      "sampling/informative_groups": float(len(informative)),
+                      "sampling/surplus_groups": float(max(0, len(informative) - algo.prompts_per_step))})
+        else:
+            kept_groups = set(by_gid) - dropped
+        keys = [k for k in sorted(samples) if k[0] in kept_groups]
+        batch, adv = assign_advantages([train_sample(samples[k], by_gid[k[0]]) for k in keys],
+                                       [scored[k].reward for k in keys], algo)
+        # zero_signal: flat groups among all generated ones; zero_signal_trained: those in the update
+        m.update({"groups/total": adv["groups"],
+                  "groups/zero_signal": float(sum(1 for g in by_gid if g not in dropped and g not in informative)),
+                  "groups/zero_signal_trained": adv["zero_signal_groups"] - adv["dropped_groups"],
                   "groups/dropped_samples": adv["dropped_samples"]})
         t = time.perf_counter()
         if batch:
@@ -128,6 +185,13 @@ class TrainingStep:
         return m
 
 
+def _has_signal(r: _Round, group_id: int, group_size: int) -> bool:
+    """A group whose known rewards differ (a one-member group has no baseline, hence no signal)."""
+    rewards = {r.settled.scored[(group_id, i)].reward for i in range(group_size) if (group_id, i) in r.settled.scored}
+    rewards.discard(None)
+    return len(rewards) > 1
+
+
 def greedy_scored(cfg: GritConfig, rollout: RolloutPool, rewards: RewardPool,
                   rows: list[Row]) -> tuple[list[SampledCompletion], list[ScoredCompletion]]:
     """One greedy completion per row and its score, both in row order (not arrival order), so the
@@ -135,15 +199,28 @@ def greedy_scored(cfg: GritConfig, rollout: RolloutPool, rewards: RewardPool,
     requests = [PromptRequest(row, g, 1) for g, row in enumerate(rows)]
     done = {s.group_id: s for s in rollout.stream(requests, greedy=True)}
     samples = [done[g] for g in range(len(rows))]
-    scored = rewards.score([reward_item(s, rows[g], cfg.reward.judge.send_image) for g, s in enumerate(samples)])
+    scored = rewards.score([reward_item(s, rows[g], cfg) for g, s in enumerate(samples)])
     return samples, scored
 
 
 def evaluate(cfg: GritConfig, rollout: RolloutPool, rewards: RewardPool, rows: list[Row]) -> dict[str, float]:
-    """Greedy decoding on held-out rows, scored by the reward actors: eval/accuracy, eval/reward/..."""
+    """Greedy decoding on held-out rows, scored by the reward actors: eval/accuracy, eval/giou and
+    eval/reward/... over all rows, and eval/<dataset>/accuracy and /giou per dataset."""
     started = time.perf_counter()
-    _, scored = greedy_scored(cfg, rollout, rewards, rows)
+    samples, scored = greedy_scored(cfg, rollout, rewards, rows)
     out = reward_metrics(scored, prefix="eval/")
+    frame = FrameSpec(cfg.reward.coord_frame, cfg.model.min_pixels, cfg.model.max_pixels)
+    giou = [completion_giou(s.completion.text, row.bboxs, row.width, row.height, frame) if row.bboxs else None
+            for s, row in zip(samples, rows)]
+    by_dataset: dict[str, list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        by_dataset[row.dataset].append(i)
+    for prefix, idx in [("eval/", range(len(rows))), *((f"eval/{d}/", ix) for d, ix in sorted(by_dataset.items()))]:
+        acc = [scored[i].components.get("answer_accuracy") for i in idx]
+        if (v := mean_or_none(acc)) is not None:
+            out[f"{prefix}accuracy"] = v
+        if (v := mean_or_none(giou[i] for i in idx)) is not None:
+            out[f"{prefix}giou"] = v
     out["eval/judge_failed"] = float(sum(s.reward is None for s in scored))
     out["eval/rows"] = float(len(rows))
     out["time/eval"] = time.perf_counter() - started
@@ -185,6 +262,19 @@ def _restore_random(state) -> None:
 
 def _say(msg: str) -> None:
     print(f"[grit-ray] {msg}", flush=True)
+
+
+def eval_line(m: dict[str, Any]) -> str:
+    """'eval @ step N: accuracy 0.312 (vsr 0.4, tallyqa 0.2) | giou 0.281 (...)' from evaluate()'s keys."""
+    datasets = sorted({k.split("/")[1] for k in m if k.startswith("eval/") and k.count("/") == 2
+                       and k.endswith(("/accuracy", "/giou"))})
+    parts = []
+    for metric in ("accuracy", "giou", "reward/mean"):
+        if f"eval/{metric}" not in m:
+            continue
+        per = ", ".join(f"{d} {m[f'eval/{d}/{metric}']:.3f}" for d in datasets if f"eval/{d}/{metric}" in m)
+        parts.append(f"{metric.split('/')[0]} {m[f'eval/{metric}']:.3f}" + (f" ({per})" if per else ""))
+    return f"eval @ step {m['step']}: " + " | ".join(parts)
 
 
 def placement(cfg: GritConfig) -> tuple[list[dict], list[dict], Any]:
@@ -240,7 +330,7 @@ def train(cfg: GritConfig, run_dir: Path, resume: bool = False, stop_after: int 
     if cfg.eval.every_n_steps and eval_sources:
         eval_stream = RowStream(eval_sources, RowRules.from_config(cfg.data), cfg.data.bad_rows)
         eval_rows = [r for _, r in zip(range(cfg.eval.max_rows or 10**9), eval_stream)]
-    model_path = ensure_model(cfg.model.path, cfg.model.tiny, run_dir)
+    model_path = ensure_model(cfg.model.path, cfg.model.tiny, log=_say)
     random.seed(cfg.run.seed)
 
     ray.init(address=cfg.resources.ray_address, include_dashboard=False, namespace="grit-ray",
@@ -266,13 +356,20 @@ def train(cfg: GritConfig, run_dir: Path, resume: bool = False, stop_after: int 
         logger = MetricsLogger(run_dir, cfg.run.steps, cfg.logging.tensorboard, cfg.logging.progress,
                                cfg.logging.wandb_project, cfg.run.name, cfg.model_dump(mode="json"), start)
         step_fn = TrainingStep(cfg, rollout, rewards, learners, sync)
+        if eval_rows and start == 0:  # the base model's numbers: the curve starts where training does
+            base = {"step": 0, **evaluate(cfg, rollout, rewards, eval_rows)}
+            logger.log(base)
+            _say(eval_line(base))
         for step in range(start + 1, cfg.run.steps + 1):
             rows = sampler.next_batch(cfg.algorithm.prompts_per_step)
-            m = {"step": step, "epoch": sampler.epoch, **step_fn(rows, step)}
+            m = {"step": step, "epoch": sampler.epoch, **step_fn(rows, step, draw_more=sampler.next_batch)}
             m["driver/rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            if eval_rows and step % cfg.eval.every_n_steps == 0:
+            evaluated = eval_rows and (step % cfg.eval.every_n_steps == 0 or step == cfg.run.steps)
+            if evaluated:
                 m.update(evaluate(cfg, rollout, rewards, eval_rows))
             logger.log(m)
+            if evaluated:
+                _say(eval_line(m))
             stopping = stop_after is not None and step >= stop_after
             if step % cfg.checkpoint.every_n_steps == 0 or step == cfg.run.steps or stopping:
                 save_checkpoint(run_dir, step, learners, sampler, cfg.checkpoint.keep_last)

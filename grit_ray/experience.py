@@ -185,9 +185,11 @@ def assign_advantages(samples: list[TrainSample], rewards: list[float],
     flat = zero_signal_groups(r, gid)
     keep = [not (algo.drop_zero_signal_groups and bool(f)) for f in flat]
     out = [replace(s, advantage=float(a)) for s, a, k in zip(samples, adv, keep) if k]
+    flat_groups = {g for g, f in zip(gid.tolist(), flat.tolist()) if f}
     stats = {
         "groups": float(len(set(gid.tolist()))),
-        "zero_signal_groups": float(len({g for g, f in zip(gid.tolist(), flat.tolist()) if f})),
+        "zero_signal_groups": float(len(flat_groups)),
+        "dropped_groups": float(len(flat_groups) if algo.drop_zero_signal_groups else 0),
         "dropped_samples": float(len(samples) - len(out)),
     }
     return out, stats

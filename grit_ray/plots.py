@@ -88,6 +88,8 @@ def plot_run(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     charts = {
         "reward.png": ("reward: total and per component", ["reward/mean"] + components),
         "accuracy.png": ("answer accuracy", ["accuracy", "eval/accuracy"]),
+        "eval.png": ("held-out evaluation (greedy): accuracy and GIoU",
+                     [k for k in keys if k.startswith("eval/") and k.endswith(("accuracy", "giou"))]),
         "kl.png": ("KL to the reference (k3)", ["train/kl"]),
         "lengths.png": ("completion length (tokens)", ["completion/len_mean", "completion/len_max"]),
         "step_time.png": ("step time by phase (s)", ["time/step"] + [k for k in keys if k.startswith("time/")

@@ -45,6 +45,7 @@ class RewardItem:
     completion: str
     token_ids: list[int] = field(default_factory=list)
     image: bytes | None = None  # only when the judge is to see the image
+    template: PromptTemplate = PromptTemplate.GRIT  # how the question was asked (direct: the whole reply answers)
 
 
 @dataclass
@@ -110,10 +111,12 @@ class RewardActor:
     async def score(self, item: RewardItem) -> ScoredCompletion:
         started = time.perf_counter()
         ans = answer_text(item.completion)
+        if ans is None and item.template is PromptTemplate.DIRECT:
+            ans = item.completion  # the paper's direct-query baseline: the reply is the answer
         status, error, attempts, cached, judge_score = "not_asked", None, 0, False, None
         if ans is not None:
             # as released: the judge sees the whole user text, suffix included
-            req = JudgeRequest(user_text(item.question, PromptTemplate.GRIT), item.reference, ans.strip(), item.image)
+            req = JudgeRequest(user_text(item.question, item.template), item.reference, ans.strip(), item.image)
             result, cached = await self._judge(req)
             status, error, attempts = result.status, result.error, result.attempts
             if result.status == "ok":

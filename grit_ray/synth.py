@@ -6,7 +6,7 @@ ground-truth boxes of the question's targets in original-image pixels:
 - ``vsr`` yes/no: "Is the red square left of the blue circle?" (boxes: both objects);
 - ``vsr`` open: "What is left of the red square?" (exactly one object qualifies; boxes: it);
 - ``tallyqa`` counting: "How many green shapes are there?" / "How many circles are there?",
-  answers 0..9 (boxes: every target; none for 0).
+  answers 0..max_count (boxes: every target; none for 0).
 
 Deterministic: the same seed gives the same rows and the same image bytes.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,6 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 SHAPES = ("square", "circle", "triangle")
 BACKGROUND = (245, 245, 240)
-MAX_COUNT = 9
 # relation name -> test on two boxes (a relative to b), both [x1, y1, x2, y2]; "entirely" so that
 # answers are unambiguous to a human looking at the picture.
 RELATIONS = {
@@ -66,10 +66,16 @@ def _place(rng: random.Random, w: int, h: int, placed: list[Obj], size: int) -> 
     return None
 
 
-def _scatter(rng: random.Random, w: int, h: int, wanted: list[tuple[str, str]]) -> list[Obj]:
+def object_size(w: int, h: int, n_objects: int, scale: float) -> int:
+    """Side of the objects in a scene: ``scale`` of the shorter image side, smaller in crowded scenes
+    so that they still fit without overlap."""
+    return max(10, round(min(w, h) * min(scale, 0.55 / math.sqrt(max(n_objects, 1)))))
+
+
+def scatter(rng: random.Random, w: int, h: int, wanted: list[tuple[str, str]], scale: float) -> list[Obj]:
     """Place the wanted (colour, shape) objects without overlap; objects that do not fit are dropped."""
     objs: list[Obj] = []
-    size = max(10, min(w, h) // 7)
+    size = object_size(w, h, len(wanted), scale)
     for colour, shape in wanted:
         box = _place(rng, w, h, objs, rng.randint(size - 3, size + 3))
         if box is not None:
@@ -77,8 +83,20 @@ def _scatter(rng: random.Random, w: int, h: int, wanted: list[tuple[str, str]]) 
     return objs
 
 
-def _render(w: int, h: int, objs: list[Obj]) -> bytes:
-    im = Image.new("RGB", (w, h), BACKGROUND)
+def backdrop(w: int, h: int, lit: bool) -> Image.Image:
+    """The canvas: flat, or lit from the top left (red falls off to the right, green downwards),
+    which tells a small vision tower without position embeddings where a patch is (docs/data.md)."""
+    if not lit:
+        return Image.new("RGB", (w, h), BACKGROUND)
+    xs = bytes(round(255 - 50 * x / 167) for x in range(w))  # 255 -> 205 across a 168-px side
+    ys = bytes(round(255 - 50 * y / 167) for y in range(h))
+    red = Image.frombytes("L", (w, 1), xs).resize((w, h))
+    green = Image.frombytes("L", (1, h), ys).resize((w, h))
+    return Image.merge("RGB", (red, green, Image.new("L", (w, h), BACKGROUND[2])))
+
+
+def render(w: int, h: int, objs: list[Obj], lit: bool = True) -> bytes:
+    im = backdrop(w, h, lit)
     draw = ImageDraw.Draw(im)
     for o in objs:
         x1, y1, x2, y2 = o.box
@@ -94,7 +112,13 @@ def _render(w: int, h: int, objs: list[Obj]) -> bytes:
     return buf.getvalue()
 
 
-def _random_kinds(rng: random.Random, n: int) -> list[tuple[str, str]]:
+def image_side(rng: random.Random, spec: SynthSpec) -> int:
+    """A side length in [min_size, max_size], a multiple of ``spec.side_multiple``."""
+    m = spec.side_multiple
+    return m * rng.randint(-(-spec.min_size // m), spec.max_size // m)
+
+
+def random_kinds(rng: random.Random, n: int) -> list[tuple[str, str]]:
     return [(rng.choice(list(COLOURS)), rng.choice(SHAPES)) for _ in range(n)]
 
 
@@ -103,13 +127,13 @@ def _unique_names(objs: list[Obj]) -> list[Obj]:
     return [o for o in objs if names.count(o.name) == 1]
 
 
-def _counting_sample(rng: random.Random, w: int, h: int) -> tuple[list[Obj], dict[str, Any]] | None:
-    target = rng.randint(0, MAX_COUNT)
+def _counting_sample(rng: random.Random, w: int, h: int, spec: SynthSpec) -> tuple[list[Obj], dict[str, Any]] | None:
+    target = rng.randint(0, spec.max_count)
     by_colour = rng.random() < 0.5
     key = rng.choice(list(COLOURS)) if by_colour else rng.choice(SHAPES)
-    others = [(c, s) for c, s in _random_kinds(rng, rng.randint(1, 4)) if (c if by_colour else s) != key]
+    others = [(c, s) for c, s in random_kinds(rng, rng.randint(1, 4)) if (c if by_colour else s) != key]
     targets = [(key, rng.choice(SHAPES)) if by_colour else (rng.choice(list(COLOURS)), key) for _ in range(target)]
-    objs = _scatter(rng, w, h, targets + others)
+    objs = scatter(rng, w, h, targets + others, spec.object_scale)
     hits = [o for o in objs if (o.colour if by_colour else o.shape) == key]
     if len(hits) != target:
         return None  # some target did not fit; caller draws again
@@ -118,8 +142,8 @@ def _counting_sample(rng: random.Random, w: int, h: int) -> tuple[list[Obj], dic
     return objs, {"question": q, "answer": str(target), "bboxs": [list(o.box) for o in hits], "dataset": "tallyqa"}
 
 
-def _relation_sample(rng: random.Random, w: int, h: int) -> tuple[list[Obj], dict[str, Any]] | None:
-    objs = _scatter(rng, w, h, _random_kinds(rng, rng.randint(2, 5)))
+def _relation_sample(rng: random.Random, w: int, h: int, spec: SynthSpec) -> tuple[list[Obj], dict[str, Any]] | None:
+    objs = scatter(rng, w, h, random_kinds(rng, rng.randint(2, 5)), spec.object_scale)
     named = _unique_names(objs)
     if len(named) < 2:
         return None
@@ -147,13 +171,13 @@ def synth_rows(spec: SynthSpec, split: str = "train") -> list[tuple[dict[str, An
         maker = _counting_sample if rng.random() < spec.counting_fraction else _relation_sample
         made = None
         while made is None:
-            w, h = rng.randint(spec.min_size, spec.max_size), rng.randint(spec.min_size, spec.max_size)
-            made = maker(rng, w, h)
+            w, h = image_side(rng, spec), image_side(rng, spec)
+            made = maker(rng, w, h, spec)
         objs, qa = made
         i = len(out)
         row = {"id": f"synth-{spec.seed}-{split}-{i:06d}", **qa, "image": f"synth_{split}_{i:06d}.png",
                "width": w, "height": h, "split": split}
-        out.append((row, _render(w, h, objs)))
+        out.append((row, render(w, h, objs, spec.lit_backdrop)))
     return out
 
 

@@ -1,16 +1,30 @@
-"""A tiny, randomly initialised Qwen2.5-VL built offline: for tests and the CPU demo.
+"""The tiny offline Qwen2.5-VL: built without a model hub, for the CPU default run and the tests.
 
-Everything is made here without a model hub: a byte-level BPE tokenizer trained on a small GRIT
-corpus with the Qwen2-VL special tokens and a Qwen-style chat template, a ``Qwen2_5_VLConfig``
-with a 64-wide text model and a 2-block vision tower, and an image processor with small pixel
-limits (a 112x112 image becomes 16 image tokens). The directory loads with the transformers Auto
-classes and with vLLM. The same seed gives the same bytes.
+- The architecture: a byte-level BPE tokenizer with the Qwen2-VL special tokens, a Qwen-style chat
+  template and every whole number up to ``NUMBER_TOKENS - 1`` as one token (a box is then four
+  tokens of coordinates, not twelve digits), a ``Qwen2_5_VLConfig`` with a 128-wide, 4-layer text
+  model and a 2-block vision tower, and an image processor that keeps the synthetic world's images
+  at their size (up to 168x168 = 36 image tokens). Number tokens start from sinusoidal embeddings
+  of their value, so nearby coordinates start out similar.
+- The base model: the same network pretrained briefly on a synthetic corpus (``tiny_pretrain``):
+  it grounds, names, counts and compares the shapes when asked in its own words, but has never
+  seen GRIT's VSR- and TallyQA-style questions nor GRIT's format for them (docs/base_model.md). ``TinyModelSpec.plumbing()`` is the small random model of the tests.
+
+The directory loads with the transformers Auto classes and with vLLM; the same spec and seed give
+the same bytes. ``ensure_model`` builds the base model once into a cache keyed by its spec.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import math
+import os
+import shutil
+import tempfile
+import time
 from pathlib import Path
 
 from grit_ray.config import TinyModelSpec
@@ -37,7 +51,9 @@ SPECIAL_TOKENS = [
 VISION_PLACEHOLDER_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
 
 TINY_MIN_PIXELS = 28 * 28 * 4
-TINY_MAX_PIXELS = 28 * 28 * 16
+TINY_MAX_PIXELS = 28 * 28 * 36  # 168x168: the synthetic world's largest image, unchanged
+NUMBER_TOKENS = 400  # "0" .. "399" are single tokens (coordinates of images up to 399 px)
+RECIPE_VERSION = 3  # bump when the builder or the corpus changes: cached base models are rebuilt
 
 # A Qwen2-VL style chat template (default system prompt, images as vision_start/pad/end).
 CHAT_TEMPLATE = r"""{%- for message in messages %}
@@ -71,10 +87,13 @@ def _build_tokenizer(vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    from grit_ray.synth import COLOURS, SHAPES
+
     tok = Tokenizer(models.BPE())
-    # Qwen splits digits one by one; byte-level so every string is encodable.
+    # Digit runs are pieces of their own (never glued to a space or a bracket), and the merges below
+    # make every number below NUMBER_TOKENS one token; byte-level so every string is encodable.
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+        [pre_tokenizers.Digits(individual_digits=False), pre_tokenizers.ByteLevel(add_prefix_space=False)]
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -82,7 +101,9 @@ def _build_tokenizer(vocab_size: int):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    numbers = " ".join(str(i) for i in range(NUMBER_TOKENS))
+    world = " ".join([*COLOURS, *SHAPES, *(s + "s" for s in SHAPES)])
+    tok.train_from_iterator((_CORPUS + [world]) * 8 + [numbers] * 16, trainer=trainer)
     tok.add_special_tokens(SPECIAL_TOKENS)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -163,26 +184,73 @@ def forbidden_token_ids(tokenizer) -> list[int]:
     return [vocab[t] for t in forbidden_tokens(tokenizer)]
 
 
-def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None) -> Path:
-    """Write a tiny Qwen2.5-VL (weights, tokenizer, processor) to ``out_dir``; deterministic per seed."""
+def init_number_embeddings(model, tokenizer) -> None:
+    """Rows of the input embedding and the LM head for the tokens "0" .. "399": sinusoids of the
+    number (periods 2 to 800, scaled to the random rows' spread), so that nearby coordinates start
+    close together and a coordinate can be read out as a smooth function of a position feature."""
     import torch
-    from transformers import (
-        GenerationConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-    )
+
+    vocab = tokenizer.get_vocab()
+    ids = [vocab[str(n)] for n in range(NUMBER_TOKENS)]
+    with torch.no_grad():
+        for weight in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+            half = weight.shape[1] // 2
+            n = torch.arange(NUMBER_TOKENS, dtype=torch.float32)[:, None]  # (K, 1)
+            k = torch.arange(half, dtype=torch.float32)[None, :]  # (1, H/2)
+            period = 2.0 * (2 * NUMBER_TOKENS / 2.0) ** (k / max(half - 1, 1))  # (1, H/2): 2 .. 800
+            angle = 2 * math.pi * n / period  # (K, H/2)
+            weight[ids] = torch.cat([angle.sin(), angle.cos()], dim=1) * weight.std()
+
+
+def _processor(tokenizer):
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    size = {"shortest_edge": TINY_MIN_PIXELS, "longest_edge": TINY_MAX_PIXELS}
+    image_processor = Qwen2VLImageProcessor(min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS, size=size,
+                                            patch_size=14, merge_size=2, temporal_patch_size=2)
+    video_processor = Qwen2VLVideoProcessor(min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS, size=size)
+    return Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                               video_processor=video_processor, chat_template=CHAT_TEMPLATE)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None, log=print) -> Path:
+    """Write the tiny Qwen2.5-VL (weights, tokenizer, processor) to ``out_dir``: random weights, then
+    ``spec.pretrain.steps`` of corpus pretraining (docs/base_model.md). Deterministic per spec."""
+    import torch
+    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
     spec = spec or TinyModelSpec()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = _build_tokenizer(spec.vocab_size)
     config = _build_config(spec, tokenizer)
-
-    with torch.random.fork_rng():  # seeded init without disturbing the caller's RNG
+    processor = _processor(tokenizer)
+    report: dict = {}
+    with torch.random.fork_rng(), _torch_threads(spec.pretrain.threads):  # the caller's RNG and threads stay
         torch.manual_seed(spec.seed)
         model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32).eval()
+        init_number_embeddings(model, tokenizer)
+        if spec.pretrain.steps:
+            from grit_ray.tiny_pretrain import pretrain, probe
+
+            started = time.perf_counter()
+            losses = pretrain(model, processor, spec.pretrain, spec.seed, log=log)
+            log(f"base model pretrained in {time.perf_counter() - started:.0f}s")
+            report = {"final_loss": round(sum(losses[-100:]) / len(losses[-100:]), 4),
+                      "probe": {k: round(v, 4) for k, v in probe(model, processor, spec.seed).items()}}
+            log("base model probe (held-out scenes): " + ", ".join(f"{k} {v:.3f}" for k, v in report["probe"].items()))
     placeholder_ids = vision_placeholder_ids(tokenizer)
     model.generation_config = GenerationConfig(
         bos_token_id=config.text_config.bos_token_id,
@@ -192,30 +260,11 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None) -> 
         do_sample=False,
     )
     model.save_pretrained(out, safe_serialization=True)
-
-    image_processor = Qwen2VLImageProcessor(
-        min_pixels=TINY_MIN_PIXELS,
-        max_pixels=TINY_MAX_PIXELS,
-        size={"shortest_edge": TINY_MIN_PIXELS, "longest_edge": TINY_MAX_PIXELS},
-        patch_size=14,
-        merge_size=2,
-        temporal_patch_size=2,
-    )
-    video_processor = Qwen2VLVideoProcessor(
-        min_pixels=TINY_MIN_PIXELS,
-        max_pixels=TINY_MAX_PIXELS,
-        size={"shortest_edge": TINY_MIN_PIXELS, "longest_edge": TINY_MAX_PIXELS},
-    )
-    processor = Qwen2_5_VLProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        video_processor=video_processor,
-        chat_template=CHAT_TEMPLATE,
-    )
     processor.save_pretrained(out)
-    (out / "grit_ray_tiny.json").write_text(
-        json.dumps({"spec": spec.model_dump(), "vision_placeholder_ids": placeholder_ids}, indent=2, sort_keys=True)
-    )
+    meta = {"spec": spec.model_dump(), "recipe_version": RECIPE_VERSION, "vision_placeholder_ids": placeholder_ids}
+    (out / "grit_ray_tiny.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    if report:  # what the base model can do (docs/base_model.md); deterministic like the rest
+        (out / "pretrain_report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     return out
 
 
@@ -240,15 +289,46 @@ def model_path_problem(path: str) -> str | None:
     return None
 
 
-def ensure_model(path: str | None, spec: TinyModelSpec, run_dir: Path) -> str:
-    """The policy's directory: ``path`` as given, or the tiny model built under ``run_dir/tiny-model``."""
+def cache_root() -> Path:
+    """Where built base models are kept: $GRIT_RAY_CACHE, else ~/.cache/grit-ray."""
+    return Path(os.environ.get("GRIT_RAY_CACHE") or Path.home() / ".cache" / "grit-ray")
+
+
+def cache_key(spec: TinyModelSpec) -> str:
+    text = json.dumps({"spec": spec.model_dump(mode="json"), "recipe": RECIPE_VERSION}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cached_tiny_model(spec: TinyModelSpec, log=print) -> Path:
+    """The tiny model for ``spec`` from the cache, built there first if absent. Concurrent callers
+    wait on a lock instead of building twice; a half-built model is never visible (atomic rename)."""
+    root = cache_root() / "models"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"tiny-qwen2.5-vl-{cache_key(spec)}"
+    marker = final / "grit_ray_tiny.json"
+    if marker.is_file():
+        return final
+    with open(root / f".{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.is_file():  # another process built it while we waited
+            return final
+        what = "base model" if spec.pretrain.steps else "random model"
+        log(f"building the tiny {what} into {final} (once; later runs reuse it)")
+        tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
+        try:
+            build_tiny_model(tmp, spec, log=log)
+            tmp.rename(final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def ensure_model(path: str | None, spec: TinyModelSpec, log=print) -> str:
+    """The policy's directory: ``path`` as given, or the tiny model for ``spec`` from the cache."""
     if path is not None:
         if (problem := model_path_problem(path)) is not None:
             from grit_ray.config import ConfigError
 
             raise ConfigError([f"model.path: {path}: {problem}"])
         return path
-    out = Path(run_dir) / "tiny-model"
-    if not (out / "grit_ray_tiny.json").is_file():
-        build_tiny_model(out, spec)
-    return str(out)
+    return str(cached_tiny_model(spec, log=log))

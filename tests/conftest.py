@@ -9,9 +9,9 @@ import pytest
 from hypothesis import settings
 
 
-from grit_ray.config import SynthSpec, TinyModelSpec
+from grit_ray.config import SynthSpec, TinyModelSpec, load_config
 from grit_ray.synth import write_synth
-from grit_ray.tiny_model import build_tiny_model
+from grit_ray.tiny_model import build_tiny_model, cached_tiny_model
 
 # Timing deadlines make property tests flaky on a busy 2-core machine; correctness is what they check.
 settings.register_profile("grit", deadline=None, max_examples=100)
@@ -24,7 +24,15 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), TinyModelSpec(seed=0))
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), TinyModelSpec.plumbing(seed=0))
+
+
+@pytest.fixture(scope="session")
+def base_model_dir() -> Path:
+    """The default config's pretrained base model (docs/base_model.md), built once into the cache
+    (~13 min when the cache is cold) before the tests that run the default config start their
+    subprocesses and clocks."""
+    return cached_tiny_model(load_config().model.tiny, log=print)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from grit_ray.algorithm import (
     group_advantages,
     k3_kl,
     policy_loss,
+    refill_draw_size,
     token_logprobs,
     zero_signal_groups,
 )
@@ -81,6 +82,13 @@ def test_assign_advantages_counts_and_optionally_drops_flat_groups(drop):
     assert len(out) == (4 if drop else 8) and stats["dropped_samples"] == (4 if drop else 0)
     assert [s.group_id for s in out][-4:] == [1, 1, 1, 1]
     assert out[-1].advantage > 0 > out[-2].advantage
+
+
+def test_refill_draw_size_follows_the_informative_share_within_the_limit():
+    assert refill_draw_size(needed=0, drawn=4, informative=4, limit=16) == 0
+    assert refill_draw_size(needed=2, drawn=4, informative=2, limit=16) == 4  # half were informative
+    assert refill_draw_size(needed=2, drawn=4, informative=0, limit=16) == 8  # a quarter at least is assumed
+    assert refill_draw_size(needed=3, drawn=14, informative=1, limit=16) == 2  # the limit caps the draw
 
 
 def test_token_logprobs_match_log_softmax():

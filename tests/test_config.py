@@ -61,7 +61,7 @@ def test_cross_field_checks():
     with pytest.raises(ConfigError, match="not divisible by learner.num_actors"):
         load_config(overrides=["learner.num_actors=3"])
     with pytest.raises(ConfigError, match="min_pixels .* exceeds max_pixels"):
-        load_config(overrides=["model.min_pixels=20000"])
+        load_config(overrides=["model.min_pixels=40000"])  # the default max_pixels is 28224
     with pytest.raises(ConfigError, match="InternVL3 writes norm1000"):
         load_config(overrides=["model.family=internvl3"])
 
@@ -131,6 +131,19 @@ def test_cli_config_error_is_one_message_without_traceback(capsys):
 def test_cli_config_show_prints_resolved_yaml(capsys):
     assert main(["config", "show", "--set", "run.steps=7"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["run"]["steps"] == 7
+
+
+def test_cli_set_takes_several_pairs_and_repeats(capsys):
+    assert main(["config", "show", "--set", "run.steps=7", "learner.lr=1e-4", "--set", "run.seed=3"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert (shown["run"]["steps"], shown["learner"]["lr"], shown["run"]["seed"]) == (7, 1e-4, 3)
+
+
+def test_refill_bound_below_the_batch_is_rejected_naming_the_field():
+    with pytest.raises(ConfigError, match="algorithm: max_prompts_per_step .2. is below prompts_per_step .4."):
+        load_config(overrides=["algorithm.prompts_per_step=4", "algorithm.max_prompts_per_step=2"])
+    cfg = load_config(overrides=["algorithm.prompts_per_step=4", "algorithm.refill_zero_signal_groups=true"])
+    assert cfg.algorithm.prompt_draw_limit == 16
 
 
 def test_configuration_reference_is_current():

@@ -1,4 +1,5 @@
 import io
+import itertools
 import json
 from pathlib import Path
 
@@ -159,6 +160,15 @@ def test_cli_data_check_all_good_exits_0_and_images_flag(folder, tmp_path_factor
     capsys.readouterr()
     assert main(["data", "check", str(path), "--images", str(folder)]) == 0
     assert capsys.readouterr().out.strip() == "2 rows checked: 2 good, 0 bad"
+
+
+def test_synthetic_data_round_trips_through_the_tools_without_an_images_flag(tmp_path, capsys):
+    """`data synth` puts images in OUT/images/: check and the readers find them there by default."""
+    assert main(["data", "synth", "--out", str(tmp_path / "d"), "--n", "6", "--seed", "4"]) == 0
+    assert main(["data", "check", str(tmp_path / "d" / "train.jsonl")]) == 0
+    assert capsys.readouterr().out.strip().endswith("6 rows checked: 6 good, 0 bad")
+    (row,) = itertools.islice(RowStream([DataSource(path=str(tmp_path / "d" / "train.jsonl"))]), 1)
+    assert Path(row.image).parent == tmp_path / "d" / "images"
 
 
 def test_cli_data_check_missing_file_is_reported_not_raised(tmp_path, capsys):

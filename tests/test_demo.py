@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-pytestmark = [pytest.mark.vllm, pytest.mark.ray]
+pytestmark = [pytest.mark.vllm, pytest.mark.ray, pytest.mark.usefixtures("base_model_dir")]
 
 
 def test_demo_runs_end_to_end(tmp_path):

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from grit_ray.config import CoordFrame
 from grit_ray.grounding import FrameSpec, qwen_resized_size, to_original
 from grit_ray.metrics import completion_giou, normalise_box, union_area, union_iou
+from grit_ray.tiny_model import TINY_MAX_PIXELS, TINY_MIN_PIXELS
 
 ORIG = FrameSpec(CoordFrame.ORIGINAL)
 
@@ -84,4 +85,4 @@ def test_qwen_resize_matches_the_tiny_processor(tiny_model_dir):
     for _ in range(5):
         w, h = rng.randint(40, 400), rng.randint(40, 400)
         grid = proc.image_processor(images=[Image.new("RGB", (w, h))], return_tensors="pt")["image_grid_thw"][0]
-        assert qwen_resized_size(w, h, 28 * 28 * 4, 28 * 28 * 16) == (int(grid[2]) * 14, int(grid[1]) * 14)
+        assert qwen_resized_size(w, h, TINY_MIN_PIXELS, TINY_MAX_PIXELS) == (int(grid[2]) * 14, int(grid[1]) * 14)

@@ -3,47 +3,34 @@ tiny model, synthetic data), each run in its own process as a user would start i
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-pytestmark = [pytest.mark.vllm, pytest.mark.ray]
+from tests.cli_runs import metrics as _metrics
+from tests.cli_runs import train as _train
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.vllm, pytest.mark.ray, pytest.mark.usefixtures("base_model_dir")]
+
 VOLATILE = ("time/", "throughput/", "sync/gb_per_s", "driver/")  # wall-clock figures differ run to run
-
-
-def _train(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}  # tests.custom_reward_actor importable by the actors
-    proc = subprocess.run([sys.executable, "-m", "grit_ray.cli", "train", *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
-def _metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_default_config_runs_the_grit_reward_stack_and_honours_the_cli_contract(tmp_path):
     from transformers import AutoModelForImageTextToText
 
     run = tmp_path / "run"
-    proc = _train("--steps", "3", "--run-dir", str(run), "--set", "eval.every_n_steps=3")
+    proc = _train("--steps", "3", "--run-dir", str(run), "--set", "eval.every_n_steps=3", "eval.max_rows=16")
     rows = _metrics(run)
-    assert "eval/reward/mean" in rows[2] and rows[2]["eval/rows"] == 16 and "eval/accuracy" in rows[2]
-    assert "eval/reward/mean" not in rows[1]
-    assert [r["step"] for r in rows] == [1, 2, 3]
-    for r in rows:
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]  # step 0: the base model's evaluation
+    for r in (rows[0], rows[3]):
+        assert r["eval/rows"] == 16 and {"eval/accuracy", "eval/giou", "eval/vsr/accuracy", "eval/tallyqa/giou",
+                                          "eval/reward/mean"} <= set(r)
+    assert "eval/reward/mean" not in rows[1] and "train/loss" not in rows[0]
+    for r in rows[1:]:
         for key in ("reward/mean", "reward/std", "time/step", "time/generation", "time/reward_tail",
                     "time/learner", "time/sync", "train/kl", "train/loss", "train/entropy", "completion/len_mean",
                     "groups/zero_signal", "throughput/tokens_per_s", "reward/think_rethink_format", "accuracy"):
             assert key in r, key
         assert r["time/step"] > 0 and r["train/entropy"] > 0
+    assert "eval @ step 0: accuracy" in proc.stdout and "eval @ step 3: accuracy" in proc.stdout
     assert "step 3/3" in proc.stdout and "ETA" in proc.stdout  # the live progress line
     assert list((run / "tb").glob("events.out.tfevents.*"))
     assert (run / "checkpoints" / "step-000003" / "driver.json").exists()
@@ -51,7 +38,8 @@ def test_default_config_runs_the_grit_reward_stack_and_honours_the_cli_contract(
 
     from grit_ray.plots import plot_run  # the curves render from this real run's metrics
 
-    assert {p.name for p in plot_run(run)} == {"reward.png", "accuracy.png", "kl.png", "lengths.png", "step_time.png"}
+    assert {p.name for p in plot_run(run)} == {"reward.png", "accuracy.png", "eval.png", "kl.png", "lengths.png",
+                                                "step_time.png"}
 
 
 def test_training_moves_the_policy_towards_the_reward(tmp_path):
@@ -59,7 +47,7 @@ def test_training_moves_the_policy_towards_the_reward(tmp_path):
     run = tmp_path / "run"
     _train("--steps", "12", "--run-dir", str(run), "--set", "reward.actor_class=tests.custom_reward_actor:LowTokenReward",
            "--set", "learner.lr=0.02", "--set", "algorithm.kl_beta=0", "--set", "rollout.max_new_tokens=24",
-           "--set", "checkpoint.save_final=false")
+           "--set", "checkpoint.save_final=false", "eval.every_n_steps=null")
     rewards = [r["reward/mean"] for r in _metrics(run)]
     first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
     assert last > first + 0.1, rewards
@@ -74,7 +62,8 @@ def test_resumed_run_equals_the_uninterrupted_run(tmp_path):
     come back: steps 3-4 after a resume at step 2 match the run that never stopped."""
     common = ["--set", "reward.actor_class=tests.custom_reward_actor:LowTokenReward", "--set", "learner.lr=0.02",
               "--set", "rollout.max_new_tokens=16", "--set", "checkpoint.every_n_steps=2",
-              "--set", "checkpoint.save_final=false", "--set", "data.synthetic.n=8"]  # 8 rows: step 2 ends epoch 0
+              "--set", "checkpoint.save_final=false", "--set", "data.synthetic.n=8",
+              "eval.every_n_steps=null"]  # 8 rows: step 2 ends epoch 0
     whole, part = tmp_path / "whole", tmp_path / "part"
     _train("--steps", "4", "--run-dir", str(whole), *common)
     stopped = _train("--steps", "4", "--stop-after", "2", "--run-dir", str(part), *common)

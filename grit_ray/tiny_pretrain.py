@@ -1,0 +1,364 @@
+"""Supervised pretraining of the tiny base model: the analogue of the pretrained VLM GRIT starts from.
+
+The corpus (docs/base_model.md) is drawn from the synthetic world of ``synth`` (same shapes,
+colours, backdrop and image sizes) with its own seeds, and teaches the model to *see* that world,
+asked directly, the way a pretrained VLM knows its world: where a named shape is, every shape of a
+colour or kind with its box, colours, shapes, existence, counts, whether one shape lies left of,
+right of, above or below another, on which side, captions. Some kinds (colour, shape, existence)
+also come with GRIT's prompt and a grounded answer in GRIT's format, so the model knows the format
+the way an instruction-tuned VLM does. Its counting and relation questions are worded its own way
+("Count the circles.", "Is the red circle to the left of the blue square?"), never as GRIT's
+training and evaluation questions ("How many circles are there?", "Is the red circle left of the
+blue square?", "What is left of ...?"), and never come with GRIT's format: RL must teach the model
+to answer GRIT's questions with grounded reasoning.
+
+``pretrain`` runs plain teacher-forced SFT on the assistant turn (AdamW, warm-up, cosine decay),
+one-object scenes first so that positions are learnt before matching names to objects;
+``probe`` measures what the result can do on held-out scenes.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from PIL import Image
+
+from grit_ray.config import PromptTemplate, SynthSpec, TinyPretrainSpec
+from grit_ray.grounding import BOX_RE
+from grit_ray.metrics import union_iou
+from grit_ray.prompts import user_text
+from grit_ray.synth import COLOURS, RELATIONS, SHAPES, Obj, image_side, random_kinds, render, scatter
+
+PRETRAIN_SEED_OFFSET = 7_000_003  # corpus scenes never share a random stream with `grit-ray data synth` seeds
+PROBE_SEED_OFFSET = 9_000_011
+MAX_OBJECTS = 5
+
+
+class CorpusTask(str, enum.Enum):
+    WHERE = "where"  # "Where is the red circle?" -> "[x1, y1, x2, y2]"
+    FIND = "find"  # "Find every red shape." -> "red circle [..], red square [..]" or "none"
+    LIST = "list"  # "List the shapes." -> every shape with its box, top to bottom
+    COLOUR = "colour"  # "What colour is the circle?" -> "red"
+    SHAPE = "shape"  # "What shape is the red one?" -> "circle"
+    EXISTS = "exists"  # "Is there a red circle?" -> "Yes" / "No"
+    COUNT = "count"  # "Count the red shapes." -> "2"
+    RELATE = "relate"  # "Is the red circle to the left of the blue square?" -> "Yes" / "No"
+    SIDE = "side"  # "Which side of the blue square is the red circle on?" -> "left"
+    CAPTION = "caption"  # "Describe the image." -> "A red circle and a blue square."
+
+
+# sampling weights: grounding dominates (it is what GRIT's GIoU can rise to)
+TASK_WEIGHTS = {CorpusTask.WHERE: 3, CorpusTask.FIND: 2, CorpusTask.LIST: 1, CorpusTask.COLOUR: 1,
+                CorpusTask.SHAPE: 1, CorpusTask.EXISTS: 2, CorpusTask.COUNT: 3, CorpusTask.RELATE: 3,
+                CorpusTask.SIDE: 1, CorpusTask.CAPTION: 1}
+MAX_COUNT = 4  # count questions ask for 0..4 targets, uniformly
+GRIT_FORMAT_TASKS = (CorpusTask.COLOUR, CorpusTask.SHAPE, CorpusTask.EXISTS)
+PRESENT_SHARE = 0.8  # find asks mostly about colours and kinds in the picture ("none" is the easy guess)
+# the corpus's own wording of synth.RELATIONS ("entirely", as there)
+RELATION_WORDS = {"left of": "to the left of", "right of": "to the right of", "above": "higher up than",
+                  "below": "lower down than"}
+# which side of b the object a lies on, when exactly one holds
+SIDES = {"left": lambda a, b: a[2] < b[0], "right": lambda a, b: a[0] > b[2],
+         "above": lambda a, b: a[3] < b[1], "below": lambda a, b: a[1] > b[3]}
+GRIT_FORMAT_SHARE = 0.3  # of those kinds' samples, asked with GRIT's prompt and answered in its format
+BOXED_THINK_SHARE = 0.5  # of GRIT-format answers, the think names the object's box
+
+
+@dataclass
+class CorpusSample:
+    image: Image.Image
+    objects: list[Obj]
+    task: CorpusTask
+    template: PromptTemplate
+    question: str
+    answer: str  # the assistant turn
+    target_boxes: list[tuple[int, int, int, int]]  # the boxes a grounded answer should give
+    short_answer: str  # what a direct answer says
+
+
+def box_text(box) -> str:
+    return f"[{box[0]}, {box[1]}, {box[2]}, {box[3]}]"
+
+
+def _listing(objs: list[Obj]) -> str:
+    return ", ".join(f"{o.name} {box_text(o.box)}" for o in _reading_order(objs)) or "none"
+
+
+def _reading_order(objs: list[Obj]) -> list[Obj]:
+    return sorted(objs, key=lambda o: (o.box[1] // 20, o.box[0]))
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def _unique(objs: list[Obj], key: Callable[[Obj], str]) -> list[Obj]:
+    keys = [key(o) for o in objs]
+    return [o for o in objs if keys.count(key(o)) == 1]
+
+
+def _grit_answer(think: str, rethink: str, answer: str) -> str:
+    return f"<think> {think} </think> <rethink> {rethink} </rethink> <answer> {answer} </answer>"
+
+
+@dataclass(frozen=True)
+class _Asked:
+    question: str
+    answer: str  # the direct answer
+    targets: list  # boxes a grounded answer gives
+    think: str = ""  # the GRIT-format answer: think naming the boxes,
+    plain_think: str = ""  # the same thought without them,
+    rethink: str = ""  # and the reflection
+
+
+def _ask(rng: random.Random, objs: list[Obj], task: CorpusTask) -> _Asked | None:
+    """The question of ``task`` about this scene and its answers, or None when the scene cannot pose it."""
+    if task is CorpusTask.WHERE:
+        named = _unique(objs, lambda o: o.name)
+        if not named:
+            return None
+        o = rng.choice(named)
+        return _Asked(f"Where is the {o.name}?", box_text(o.box), [o.box])
+    if task is CorpusTask.FIND:
+        by_colour = rng.random() < 0.5
+        present = rng.random() < PRESENT_SHARE
+        o = rng.choice(objs)
+        key = (o.colour if by_colour else o.shape) if present else \
+            (rng.choice(list(COLOURS)) if by_colour else rng.choice(SHAPES))
+        hits = [o for o in objs if (o.colour if by_colour else o.shape) == key]
+        noun = f"{key} shape" if by_colour else key
+        return _Asked(f"Find every {noun}.", _listing(hits), [o.box for o in hits])
+    if task is CorpusTask.RELATE:
+        named = _unique(objs, lambda o: o.name)
+        if len(named) < 2:
+            return None
+        a, b = rng.sample(named, 2)
+        relation = rng.choice(list(RELATIONS))
+        answer = "Yes" if RELATIONS[relation](a.box, b.box) else "No"
+        return _Asked(f"Is the {a.name} {RELATION_WORDS[relation]} the {b.name}?", answer, [a.box, b.box])
+    if task is CorpusTask.SIDE:
+        named = _unique(objs, lambda o: o.name)
+        pairs = [(a, b, [side for side, test in SIDES.items() if test(a.box, b.box)])
+                 for a in named for b in named if a is not b]
+        pairs = [(a, b, sides[0]) for a, b, sides in pairs if len(sides) == 1]
+        if not pairs:
+            return None
+        a, b, side = rng.choice(pairs)
+        return _Asked(f"Which side of the {b.name} is the {a.name} on?", side, [a.box, b.box])
+    if task is CorpusTask.LIST:
+        return _Asked("List the shapes.", _listing(objs), [o.box for o in objs])
+    if task is CorpusTask.CAPTION:
+        names = [f"{_article(o.colour)} {o.name}" for o in _reading_order(objs)]
+        text = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        return _Asked("Describe the image.", text[0].upper() + text[1:] + ".", [])
+    if task is CorpusTask.COLOUR:
+        by_shape = _unique(objs, lambda o: o.shape)
+        if not by_shape:
+            return None
+        o = rng.choice(by_shape)
+        return _Asked(f"What colour is the {o.shape}?", o.colour, [o.box], f"The {o.shape} is at {box_text(o.box)}.",
+                      f"I look at the {o.shape}.", f"It is {o.colour}.")
+    if task is CorpusTask.SHAPE:
+        by_colour = _unique(objs, lambda o: o.colour)
+        if not by_colour:
+            return None
+        o = rng.choice(by_colour)
+        return _Asked(f"What shape is the {o.colour} one?", o.shape, [o.box],
+                      f"The {o.colour} one is at {box_text(o.box)}.", f"I look at the {o.colour} one.",
+                      f"It is {_article(o.shape)} {o.shape}.")
+    if task is CorpusTask.EXISTS:
+        present = rng.random() < 0.5
+        if present:
+            o = rng.choice(objs)
+            colour, shape = o.colour, o.shape
+        else:
+            absent = [(c, s) for c in COLOURS for s in SHAPES if all(o.name != f"{c} {s}" for o in objs)]
+            colour, shape = rng.choice(absent)
+        hits = [o for o in objs if o.colour == colour and o.shape == shape]
+        look = f"I look for {_article(colour)} {colour} {shape}."
+        # the boxed thought names boxes whatever the answer, so boxes do not predict "Yes"
+        think = f"{look[:-1]}: {_listing(hits)}." if hits else f"{look[:-1]}: I see {_listing(objs)}."
+        return _Asked(f"Is there {_article(colour)} {colour} {shape}?", "Yes" if hits else "No", [o.box for o in hits],
+                      think, look, f"There is {_article(colour) if hits else 'no'} {colour} {shape}.")
+    raise ValueError(task)
+
+
+def _count_scene(rng: random.Random, w: int, h: int, max_objects: int, scale: float) -> tuple[list[Obj], _Asked | None]:
+    """A scene with 0..MAX_COUNT shapes of one colour or kind (uniformly) among others, and its count."""
+    by_colour = rng.random() < 0.5
+    key = rng.choice(list(COLOURS)) if by_colour else rng.choice(SHAPES)
+    n = rng.randint(0, min(MAX_COUNT, max_objects))
+    targets = [(key, rng.choice(SHAPES)) if by_colour else (rng.choice(list(COLOURS)), key) for _ in range(n)]
+    others = [(c, s) for c, s in random_kinds(rng, rng.randint(0 if n else 1, max(max_objects - n, 0)))
+              if (c if by_colour else s) != key]
+    objs = scatter(rng, w, h, targets + others, scale)
+    hits = [o for o in objs if (o.colour if by_colour else o.shape) == key]
+    if len(hits) != n:
+        return objs, None  # a target did not fit: draw again
+    noun = f"{key} shape" if by_colour else key
+    return objs, _Asked(f"Count the {noun}s.", str(n), [o.box for o in hits])
+
+
+def corpus_sample(rng: random.Random, world: SynthSpec, max_objects: int = MAX_OBJECTS,
+                  task: CorpusTask | None = None) -> CorpusSample:
+    """One (image, question, answer) pair of the corpus."""
+    while True:  # the kind is drawn again when the scene cannot pose it (relations in one-object scenes)
+        kind = task or rng.choices(list(TASK_WEIGHTS), weights=list(TASK_WEIGHTS.values()))[0]
+        w, h = image_side(rng, world), image_side(rng, world)
+        if kind is CorpusTask.COUNT:
+            objs, asked = _count_scene(rng, w, h, max_objects, world.object_scale)
+        else:
+            objs = scatter(rng, w, h, random_kinds(rng, rng.randint(1, max_objects)), world.object_scale)
+            asked = _ask(rng, objs, kind)
+        if objs and asked is not None:
+            break
+    template, answer = PromptTemplate.DIRECT, asked.answer
+    if kind in GRIT_FORMAT_TASKS and rng.random() < GRIT_FORMAT_SHARE:
+        template = PromptTemplate.GRIT
+        think = asked.think if rng.random() < BOXED_THINK_SHARE else asked.plain_think
+        answer = _grit_answer(think, asked.rethink, asked.answer)
+    image = Image.open(io.BytesIO(render(w, h, objs, world.lit_backdrop))).convert("RGB")
+    return CorpusSample(image, objs, kind, template, asked.question, answer, asked.targets, asked.answer)
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+class _Encoder:
+    """Corpus samples -> token ids and image tensors, the way the rollout and the learner encode."""
+
+    def __init__(self, processor):
+        self.tok = processor.tokenizer
+        self.images = processor.image_processor
+        self.pad_id = self.tok.convert_tokens_to_ids("<|image_pad|>")
+        self.end_id = self.tok.convert_tokens_to_ids("<|im_end|>")
+
+    def prompt(self, s: CorpusSample):
+        import torch  # noqa: F401  (tensors come back from the image processor)
+
+        messages = [{"role": "user", "content": [{"type": "image"},
+                                                 {"type": "text", "text": user_text(s.question, s.template)}]}]
+        text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        pix = self.images(images=[s.image], return_tensors="pt")
+        n_image_tokens = int(pix["image_grid_thw"].prod()) // (self.images.merge_size ** 2)
+        ids = self.tok.encode(text.replace("<|image_pad|>", "<|image_pad|>" * n_image_tokens), add_special_tokens=False)
+        return ids, pix
+
+    def answer(self, s: CorpusSample) -> list[int]:
+        return self.tok.encode(s.answer, add_special_tokens=False) + [self.end_id]
+
+
+def _batch(encoder: _Encoder, samples: list[CorpusSample]):
+    import torch
+
+    parts = []
+    for s in samples:
+        p_ids, pix = encoder.prompt(s)
+        parts.append((p_ids, encoder.answer(s), pix))
+    L = max(len(p) + len(a) for p, a, _ in parts)
+    pad = encoder.tok.pad_token_id
+    input_ids = torch.full((len(parts), L), pad)
+    labels = torch.full((len(parts), L), -100)
+    mask = torch.zeros(len(parts), L, dtype=torch.long)
+    for i, (p_ids, a_ids, _) in enumerate(parts):
+        seq = p_ids + a_ids
+        input_ids[i, :len(seq)] = torch.tensor(seq)
+        mask[i, :len(seq)] = 1
+        labels[i, len(p_ids):len(seq)] = torch.tensor(a_ids)  # loss on the assistant turn only
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels,
+            "pixel_values": torch.cat([x["pixel_values"] for _, _, x in parts]),
+            "image_grid_thw": torch.cat([x["image_grid_thw"] for _, _, x in parts])}
+
+
+def pretrain(model, processor, spec: TinyPretrainSpec, seed: int, world: SynthSpec | None = None,
+             log: Callable[[str], None] = print) -> list[float]:
+    """Teacher-forced SFT on the corpus; returns the loss of every step. Deterministic for a seed
+    and a thread count."""
+    import torch
+
+    world = world or SynthSpec()
+    rng = random.Random(seed + PRETRAIN_SEED_OFFSET)
+    encoder = _Encoder(processor)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.98), weight_decay=0.0)
+
+    def lr_at(step: int) -> float:
+        warm = min(1.0, (step + 1) / max(spec.warmup_steps, 1))
+        return spec.lr * warm * 0.5 * (1 + math.cos(math.pi * step / spec.steps))
+
+    single_steps = int(spec.single_object_share * spec.steps)
+    losses: list[float] = []
+    started = time.perf_counter()
+    model.train()
+    for step in range(spec.steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        max_objects = 1 if step < single_steps else MAX_OBJECTS
+        batch = _batch(encoder, [corpus_sample(rng, world, max_objects) for _ in range(spec.batch_size)])
+        loss = model(**batch, use_cache=False).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if (step + 1) % 100 == 0 or step + 1 == spec.steps:
+            elapsed = time.perf_counter() - started
+            recent = losses[-100:]
+            log(f"base model pretraining: step {step + 1}/{spec.steps} | loss {sum(recent) / len(recent):.3f} | "
+                f"{elapsed / (step + 1):.2f} s/step | ETA {elapsed / (step + 1) * (spec.steps - step - 1):.0f}s")
+    model.eval()
+    return losses
+
+
+# ---------------------------------------------------------------------------------------------
+# what the base model can do
+
+
+def _generate(model, encoder: _Encoder, s: CorpusSample, max_new_tokens: int) -> str:
+    import torch
+
+    ids, pix = encoder.prompt(s)
+    with torch.no_grad():
+        out = model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             pixel_values=pix["pixel_values"], image_grid_thw=pix["image_grid_thw"],
+                             max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=encoder.tok.pad_token_id,
+                             eos_token_id=encoder.end_id)
+    return encoder.tok.decode(out[0, len(ids):], skip_special_tokens=True)
+
+
+def _boxes(text: str) -> list[tuple[float, ...]]:
+    return [tuple(float(v) for v in m.group(0).split(",")) for m in BOX_RE.finditer(text)]
+
+
+def probe(model, processor, seed: int, n: int = 48, world: SynthSpec | None = None) -> dict[str, float]:
+    """Greedy decoding on held-out corpus scenes: referring IoU, find-every IoU (union of boxes, as
+    GRIT's GIoU), and the accuracy of direct colour, shape, existence, count and side answers."""
+    world = world or SynthSpec()
+    encoder = _Encoder(processor)
+    rng = random.Random(seed + PROBE_SEED_OFFSET)
+    out: dict[str, float] = {}
+    for task, key in ((CorpusTask.WHERE, "where_iou"), (CorpusTask.FIND, "find_iou")):
+        scores = []
+        for _ in range(n):
+            s = corpus_sample(rng, world, task=task)
+            if not s.target_boxes:
+                continue
+            pred = _boxes(_generate(model, encoder, s, 64))
+            scores.append(union_iou(pred, s.target_boxes) if pred else 0.0)
+        out[key] = sum(scores) / len(scores)
+    for task in (CorpusTask.COLOUR, CorpusTask.SHAPE, CorpusTask.EXISTS, CorpusTask.COUNT, CorpusTask.RELATE,
+                 CorpusTask.SIDE):
+        right = 0
+        for _ in range(n):
+            s = corpus_sample(rng, world, task=task)
+            direct = CorpusSample(s.image, s.objects, task, PromptTemplate.DIRECT, s.question, s.short_answer,
+                                  s.target_boxes, s.short_answer)
+            right += _generate(model, encoder, direct, 8).strip() == s.short_answer
+        out[f"{task.value}_accuracy"] = right / n
+    return out

@@ -1,0 +1,83 @@
+"""The tiny base model's corpus and builder: no GRIT question leaks into pretraining, builds are
+deterministic, and the cache builds once (docs/base_model.md)."""
+
+from __future__ import annotations
+
+import random
+import re
+
+from grit_ray.config import PromptTemplate, SynthSpec, TinyModelSpec, TinyPretrainSpec
+from grit_ray.synth import synth_rows
+from grit_ray.tiny_model import build_tiny_model, cached_tiny_model, directory_digest
+from grit_ray.tiny_pretrain import GRIT_FORMAT_TASKS, CorpusTask, corpus_sample
+
+# the wording of GRIT's synthetic training and evaluation questions (grit_ray.synth)
+SYNTH_QUESTION = re.compile(r"^(Is the \w+ \w+ (left of|right of|above|below) the \w+ \w+\?"
+                            r"|What is (left of|right of|above|below) the \w+ \w+\?"
+                            r"|How many \w+( shapes)? are there\?)$")
+RELATION_OR_COUNT = (CorpusTask.COUNT, CorpusTask.RELATE, CorpusTask.SIDE)
+
+
+def _corpus(n: int, seed: int = 0):
+    rng = random.Random(seed)
+    return [corpus_sample(rng, SynthSpec()) for _ in range(n)]
+
+
+def test_the_corpus_holds_no_training_or_evaluation_question():
+    corpus = _corpus(3000)
+    questions = {s.question for s in corpus}
+    grit_questions = {row["question"] for spec in (SynthSpec(n=400, seed=0), SynthSpec(n=400, seed=1))
+                      for row, _ in synth_rows(spec)}
+    assert all(SYNTH_QUESTION.match(q) for q in grit_questions)  # the pattern does catch them
+    assert not [q for q in questions if SYNTH_QUESTION.match(q)]
+    assert not questions & grit_questions
+    # GRIT's answer format appears only for the corpus's colour, shape and existence questions,
+    # never with a count or a relation, and both prompt forms occur
+    grit_format = [s for s in corpus if "<rethink>" in s.answer]
+    assert grit_format and {s.task for s in grit_format} <= set(GRIT_FORMAT_TASKS)
+    assert not set(GRIT_FORMAT_TASKS) & set(RELATION_OR_COUNT)
+    assert all(s.template is PromptTemplate.GRIT for s in grit_format)
+    assert {s.task for s in corpus} == set(CorpusTask)
+    # the boxes of a GRIT-format thought do not give the answer away: both answers come boxed
+    boxed_exists = {s.short_answer for s in grit_format if s.task is CorpusTask.EXISTS and "[" in s.answer}
+    assert boxed_exists == {"Yes", "No"}
+
+
+def test_count_questions_ask_for_every_count_alike():
+    counts = [int(s.answer) for s in _corpus(3000, seed=2) if s.task is CorpusTask.COUNT]
+    assert sorted(set(counts)) == [0, 1, 2, 3, 4]
+    assert min(counts.count(c) for c in range(5)) > len(counts) / 10
+
+
+def test_corpus_boxes_are_the_objects_in_the_picture():
+    for s in _corpus(300, seed=1):
+        assert s.image.size[0] % 28 == 0 and s.image.size[1] % 28 == 0
+        boxes = {o.box for o in s.objects}
+        assert set(s.target_boxes) <= boxes
+        if s.task is CorpusTask.WHERE:
+            (box,) = s.target_boxes
+            assert s.answer == f"[{box[0]}, {box[1]}, {box[2]}, {box[3]}]"
+
+
+def test_same_seed_same_corpus_and_same_bytes(tmp_path):
+    assert [(s.question, s.answer) for s in _corpus(50, 3)] == [(s.question, s.answer) for s in _corpus(50, 3)]
+    spec = TinyModelSpec(hidden_size=64, num_layers=1, vision_depth=1,
+                         pretrain=TinyPretrainSpec(steps=3, batch_size=2, warmup_steps=1))
+    quiet = lambda msg: None  # noqa: E731
+    a = build_tiny_model(tmp_path / "a", spec, log=quiet)
+    b = build_tiny_model(tmp_path / "b", spec, log=quiet)
+    c = build_tiny_model(tmp_path / "c", spec.model_copy(update={"seed": 1}), log=quiet)
+    assert directory_digest(a) == directory_digest(b) != directory_digest(c)
+    assert (a / "pretrain_report.json").exists()  # the probe's numbers are part of the same bytes
+
+
+def test_the_cache_builds_once_per_spec(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRIT_RAY_CACHE", str(tmp_path))
+    messages: list[str] = []
+    spec = TinyModelSpec.plumbing(seed=5)
+    first = cached_tiny_model(spec, log=messages.append)
+    again = cached_tiny_model(spec, log=messages.append)
+    other = cached_tiny_model(TinyModelSpec.plumbing(seed=6), log=messages.append)
+    assert first == again != other and first.parent == tmp_path / "models"
+    assert len([m for m in messages if m.startswith("building")]) == 2
+    assert not list((tmp_path / "models").glob(".building-*"))
