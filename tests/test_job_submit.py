@@ -55,4 +55,5 @@ def test_ray_job_submit_trains_on_a_running_cluster(tmp_path):
         subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(temp, ignore_errors=True)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2] and all("reward/mean" in r and "time/step" in r for r in rows)
+    assert [r["step"] for r in rows] == [0, 1, 2]  # step 0: the base model's evaluation
+    assert all("reward/mean" in r and "time/step" in r for r in rows[1:]) and "eval/accuracy" in rows[0]

@@ -62,8 +62,9 @@ def test_resumed_run_equals_the_uninterrupted_run(tmp_path):
     come back: steps 3-4 after a resume at step 2 match the run that never stopped."""
     common = ["--set", "reward.actor_class=tests.custom_reward_actor:LowTokenReward", "--set", "learner.lr=0.02",
               "--set", "rollout.max_new_tokens=16", "--set", "checkpoint.every_n_steps=2",
-              "--set", "checkpoint.save_final=false", "--set", "data.synthetic.n=8",
-              "eval.every_n_steps=null"]  # 8 rows: step 2 ends epoch 0
+              "--set", "checkpoint.save_final=false", "--set", "data.synthetic.n=16",
+              "eval.every_n_steps=null",
+              "algorithm.refill_zero_signal_groups=false"]  # 16 rows, 8 a step: step 2 ends epoch 0
     whole, part = tmp_path / "whole", tmp_path / "part"
     _train("--steps", "4", "--run-dir", str(whole), *common)
     stopped = _train("--steps", "4", "--stop-after", "2", "--run-dir", str(part), *common)
