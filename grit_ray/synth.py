@@ -17,6 +17,7 @@ import io
 import json
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -122,9 +123,10 @@ def random_kinds(rng: random.Random, n: int) -> list[tuple[str, str]]:
     return [(rng.choice(list(COLOURS)), rng.choice(SHAPES)) for _ in range(n)]
 
 
-def _unique_names(objs: list[Obj]) -> list[Obj]:
-    names = [o.name for o in objs]
-    return [o for o in objs if names.count(o.name) == 1]
+def unique_by(objs: list[Obj], key: Callable[[Obj], str]) -> list[Obj]:
+    """The objects whose key (name, colour, shape) no other object in the scene shares."""
+    keys = [key(o) for o in objs]
+    return [o for o in objs if keys.count(key(o)) == 1]
 
 
 def _counting_sample(rng: random.Random, w: int, h: int, spec: SynthSpec) -> tuple[list[Obj], dict[str, Any]] | None:
@@ -144,7 +146,7 @@ def _counting_sample(rng: random.Random, w: int, h: int, spec: SynthSpec) -> tup
 
 def _relation_sample(rng: random.Random, w: int, h: int, spec: SynthSpec) -> tuple[list[Obj], dict[str, Any]] | None:
     objs = scatter(rng, w, h, random_kinds(rng, rng.randint(2, 5)), spec.object_scale)
-    named = _unique_names(objs)
+    named = unique_by(objs, lambda o: o.name)
     if len(named) < 2:
         return None
     rel = rng.choice(list(RELATIONS))

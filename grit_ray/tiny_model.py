@@ -8,7 +8,8 @@
   of their value, so nearby coordinates start out similar.
 - The base model: the same network pretrained briefly on a synthetic corpus (``tiny_pretrain``):
   it grounds, names, counts and compares the shapes when asked in its own words, but has never
-  seen GRIT's VSR- and TallyQA-style questions nor GRIT's format for them (docs/base_model.md). ``TinyModelSpec.plumbing()`` is the small random model of the tests.
+  seen GRIT's VSR- and TallyQA-style questions nor GRIT's format for them (docs/base_model.md).
+  ``TinyModelSpec.plumbing()`` is the small random model of the tests.
 
 The directory loads with the transformers Auto classes and with vLLM; the same spec and seed give
 the same bytes. ``ensure_model`` builds the base model once into a cache keyed by its spec.
@@ -197,7 +198,7 @@ def init_number_embeddings(model, tokenizer) -> None:
             half = weight.shape[1] // 2
             n = torch.arange(NUMBER_TOKENS, dtype=torch.float32)[:, None]  # (K, 1)
             k = torch.arange(half, dtype=torch.float32)[None, :]  # (1, H/2)
-            period = 2.0 * (2 * NUMBER_TOKENS / 2.0) ** (k / max(half - 1, 1))  # (1, H/2): 2 .. 800
+            period = 2.0 * float(NUMBER_TOKENS) ** (k / max(half - 1, 1))  # (1, H/2): 2 .. 800
             angle = 2 * math.pi * n / period  # (K, H/2)
             weight[ids] = torch.cat([angle.sin(), angle.cos()], dim=1) * weight.std()
 

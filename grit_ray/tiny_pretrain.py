@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from PIL import Image
 
 from grit_ray.config import PromptTemplate, SynthSpec, TinyPretrainSpec
-from grit_ray.grounding import BOX_RE
+from grit_ray.grounding import find_boxes
 from grit_ray.metrics import union_iou
 from grit_ray.prompts import user_text
-from grit_ray.synth import COLOURS, RELATIONS, SHAPES, Obj, image_side, random_kinds, render, scatter
+from grit_ray.synth import COLOURS, RELATIONS, SHAPES, Obj, image_side, random_kinds, render, scatter, unique_by
 
 PRETRAIN_SEED_OFFSET = 7_000_003  # corpus scenes never share a random stream with `grit-ray data synth` seeds
 PROBE_SEED_OFFSET = 9_000_011
@@ -63,9 +63,9 @@ PRESENT_SHARE = 0.8  # find asks mostly about colours and kinds in the picture (
 # the corpus's own wording of synth.RELATIONS ("entirely", as there)
 RELATION_WORDS = {"left of": "to the left of", "right of": "to the right of", "above": "higher up than",
                   "below": "lower down than"}
-# which side of b the object a lies on, when exactly one holds
-SIDES = {"left": lambda a, b: a[2] < b[0], "right": lambda a, b: a[0] > b[2],
-         "above": lambda a, b: a[3] < b[1], "below": lambda a, b: a[1] > b[3]}
+# which side of b the object a lies on (asked when exactly one holds): synth.RELATIONS by a side's name
+SIDES = {"left": RELATIONS["left of"], "right": RELATIONS["right of"], "above": RELATIONS["above"],
+         "below": RELATIONS["below"]}
 GRIT_FORMAT_SHARE = 0.3  # of those kinds' samples, asked with GRIT's prompt and answered in its format
 BOXED_THINK_SHARE = 0.5  # of GRIT-format answers, the think names the object's box
 
@@ -98,11 +98,6 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def _unique(objs: list[Obj], key: Callable[[Obj], str]) -> list[Obj]:
-    keys = [key(o) for o in objs]
-    return [o for o in objs if keys.count(key(o)) == 1]
-
-
 def _grit_answer(think: str, rethink: str, answer: str) -> str:
     return f"<think> {think} </think> <rethink> {rethink} </rethink> <answer> {answer} </answer>"
 
@@ -120,7 +115,7 @@ class _Asked:
 def _ask(rng: random.Random, objs: list[Obj], task: CorpusTask) -> _Asked | None:
     """The question of ``task`` about this scene and its answers, or None when the scene cannot pose it."""
     if task is CorpusTask.WHERE:
-        named = _unique(objs, lambda o: o.name)
+        named = unique_by(objs, lambda o: o.name)
         if not named:
             return None
         o = rng.choice(named)
@@ -135,7 +130,7 @@ def _ask(rng: random.Random, objs: list[Obj], task: CorpusTask) -> _Asked | None
         noun = f"{key} shape" if by_colour else key
         return _Asked(f"Find every {noun}.", _listing(hits), [o.box for o in hits])
     if task is CorpusTask.RELATE:
-        named = _unique(objs, lambda o: o.name)
+        named = unique_by(objs, lambda o: o.name)
         if len(named) < 2:
             return None
         a, b = rng.sample(named, 2)
@@ -143,7 +138,7 @@ def _ask(rng: random.Random, objs: list[Obj], task: CorpusTask) -> _Asked | None
         answer = "Yes" if RELATIONS[relation](a.box, b.box) else "No"
         return _Asked(f"Is the {a.name} {RELATION_WORDS[relation]} the {b.name}?", answer, [a.box, b.box])
     if task is CorpusTask.SIDE:
-        named = _unique(objs, lambda o: o.name)
+        named = unique_by(objs, lambda o: o.name)
         pairs = [(a, b, [side for side, test in SIDES.items() if test(a.box, b.box)])
                  for a in named for b in named if a is not b]
         pairs = [(a, b, sides[0]) for a, b, sides in pairs if len(sides) == 1]
@@ -158,14 +153,14 @@ def _ask(rng: random.Random, objs: list[Obj], task: CorpusTask) -> _Asked | None
         text = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
         return _Asked("Describe the image.", text[0].upper() + text[1:] + ".", [])
     if task is CorpusTask.COLOUR:
-        by_shape = _unique(objs, lambda o: o.shape)
+        by_shape = unique_by(objs, lambda o: o.shape)
         if not by_shape:
             return None
         o = rng.choice(by_shape)
         return _Asked(f"What colour is the {o.shape}?", o.colour, [o.box], f"The {o.shape} is at {box_text(o.box)}.",
                       f"I look at the {o.shape}.", f"It is {o.colour}.")
     if task is CorpusTask.SHAPE:
-        by_colour = _unique(objs, lambda o: o.colour)
+        by_colour = unique_by(objs, lambda o: o.colour)
         if not by_colour:
             return None
         o = rng.choice(by_colour)
@@ -332,10 +327,6 @@ def _generate(model, encoder: _Encoder, s: CorpusSample, max_new_tokens: int) ->
     return encoder.tok.decode(out[0, len(ids):], skip_special_tokens=True)
 
 
-def _boxes(text: str) -> list[tuple[float, ...]]:
-    return [tuple(float(v) for v in m.group(0).split(",")) for m in BOX_RE.finditer(text)]
-
-
 def probe(model, processor, seed: int, n: int = 48, world: SynthSpec | None = None) -> dict[str, float]:
     """Greedy decoding on held-out corpus scenes: referring IoU, find-every IoU (union of boxes, as
     GRIT's GIoU), and the accuracy of direct colour, shape, existence, count and side answers."""
@@ -349,7 +340,7 @@ def probe(model, processor, seed: int, n: int = 48, world: SynthSpec | None = No
             s = corpus_sample(rng, world, task=task)
             if not s.target_boxes:
                 continue
-            pred = _boxes(_generate(model, encoder, s, 64))
+            pred = find_boxes(_generate(model, encoder, s, 64))
             scores.append(union_iou(pred, s.target_boxes) if pred else 0.0)
         out[key] = sum(scores) / len(scores)
     for task in (CorpusTask.COLOUR, CorpusTask.SHAPE, CorpusTask.EXISTS, CorpusTask.COUNT, CorpusTask.RELATE,
