@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from grit_ray.config import SynthSpec
-from grit_ray.synth import write_synth
+from grit_ray.data.synth import write_synth
 
 
 def main() -> None:

@@ -22,12 +22,12 @@ import ray
 import torch
 
 from grit_ray.config import DataSource, SynthSpec, TinyModelSpec, load_config
-from grit_ray.data import RowStream
-from grit_ray.experience import TrainSample, assign_advantages
-from grit_ray.learner_group import LearnerGroup
-from grit_ray.prompts import chat_messages
-from grit_ray.synth import write_synth
-from grit_ray.tiny_model import build_tiny_model
+from grit_ray.data.rows import RowStream
+from grit_ray.algo.experience import TrainSample, assign_advantages
+from grit_ray.workers.learner_group import LearnerGroup
+from grit_ray.grit.prompts import chat_messages
+from grit_ray.data.synth import write_synth
+from grit_ray.models.tiny import build_tiny_model
 
 
 def batch(model_dir: Path, data: Path, completions: int, group: int, cfg) -> list[TrainSample]:

@@ -1,7 +1,7 @@
 """Reward service under a slow judge: (A) the reward stage alone against its ideal, and (B) whole
 training steps with the LLM judge against the same steps with the rule judge (the overlap).
 
-The judge is the local OpenAI-compatible server (grit_ray.judge_server) with 300 ms latency.
+The judge is the local OpenAI-compatible server (grit_ray.testing.judge_server) with 300 ms latency.
 (B) runs the real stack on the tiny model: one vLLM rollout actor, one DeepSpeed learner, weight
 sync, 32 prompts x 4 = 128 completions per step. An untrained model stands in for a trained one
 in two ways: a bench-only reward actor (swapped in through ``reward.actor_class``) appends an
@@ -30,14 +30,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the bench's reward actor is named by import path: bench.reward_service
 
 from grit_ray.config import TinyModelSpec, load_config
-from grit_ray.data import RowStream, materialise_sources
-from grit_ray.driver import TrainingStep
-from grit_ray.judge_server import JudgeServer
-from grit_ray.learner_group import LearnerGroup
-from grit_ray.reward_service import RewardActor, RewardItem, RewardPool, ScoredCompletion
-from grit_ray.rollout import RolloutPool
-from grit_ray.tiny_model import build_tiny_model
-from grit_ray.weight_sync import WeightSync
+from grit_ray.data.rows import RowStream, materialise_sources
+from grit_ray.trainer.loop import TrainingStep
+from grit_ray.testing.judge_server import JudgeServer
+from grit_ray.workers.learner_group import LearnerGroup
+from grit_ray.workers.reward import RewardActor, RewardItem, RewardPool, ScoredCompletion
+from grit_ray.workers.rollout import RolloutPool
+from grit_ray.models.tiny import build_tiny_model
+from grit_ray.workers.weight_sync import WeightSync
 
 class AlwaysJudged(RewardActor):
     """Bench only: give every completion an answer so that each one costs a judge call."""

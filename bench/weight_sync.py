@@ -20,10 +20,10 @@ from pathlib import Path
 import ray
 
 from grit_ray.config import TinyModelSpec, load_config
-from grit_ray.learner_group import LearnerGroup
-from grit_ray.rollout import RolloutPool
-from grit_ray.tiny_model import build_tiny_model
-from grit_ray.weight_sync import WeightSync
+from grit_ray.workers.learner_group import LearnerGroup
+from grit_ray.workers.rollout import RolloutPool
+from grit_ray.models.tiny import build_tiny_model
+from grit_ray.workers.weight_sync import WeightSync
 
 # width, text layers: about 10, 100 and 500 million parameters (vision tower of 2 blocks included)
 SHAPES = {"10M": (256, 12), "100M": (768, 16), "500M": (1536, 18)}

@@ -31,7 +31,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
-    from grit_ray.data import RowRules, check_sources
+    from grit_ray.data.rows import RowRules, check_sources
 
     rules = RowRules(frozenset(d.lower() for d in args.counting_datasets), args.box_tolerance, check_images=True)
     sources = [DataSource(path=f, images=args.images, format=DataFormat(args.format)) for f in args.files]
@@ -43,7 +43,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
-    from grit_ray.synth import write_synth
+    from grit_ray.data.synth import write_synth
 
     spec = SynthSpec(n=args.n, seed=args.seed, counting_fraction=args.counting_fraction)
     path = write_synth(args.out, spec, fmt=args.format, split=args.split)
@@ -54,7 +54,7 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
 def _cmd_model_tiny(args: argparse.Namespace) -> int:
     import shutil
 
-    from grit_ray.tiny_model import build_tiny_model, cached_tiny_model, directory_digest
+    from grit_ray.models.tiny import build_tiny_model, cached_tiny_model, directory_digest
 
     if args.random:
         out = build_tiny_model(args.out, TinyModelSpec.plumbing(seed=args.seed or 0))
@@ -84,9 +84,9 @@ def _cmd_config_docs(args: argparse.Namespace) -> int:
 
 def _cmd_score(args: argparse.Namespace) -> int:
     from grit_ray.config import CoordFrame, JudgeConfig, JudgeKind, RewardPreset
-    from grit_ray.grounding import FrameSpec
-    from grit_ray.judge import MissingAPIKey
-    from grit_ray.score import ScoreInputError, ScoreSettings, format_table, run_score, summary_path
+    from grit_ray.grit.grounding import FrameSpec
+    from grit_ray.judge.llm import MissingAPIKey
+    from grit_ray.evaluation.score import ScoreInputError, ScoreSettings, format_table, run_score, summary_path
 
     judge = JudgeConfig(kind=JudgeKind(args.judge), base_url=args.judge_base_url, model=args.judge_model,
                         timeout_s=args.judge_timeout, concurrency=args.concurrency, max_retries=args.judge_retries,
@@ -108,7 +108,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from grit_ray.demo import run_demo
+    from grit_ray.evaluation.demo import run_demo
 
     cfg = load_config(args.config, args.overrides)
     run_demo(cfg, Path(args.run_dir) if args.run_dir else cfg.run_dir())
@@ -116,7 +116,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from grit_ray.driver import resolve_run, train
+    from grit_ray.trainer.loop import resolve_run, train
 
     try:
         cfg, run_dir = resolve_run(args.config, args.overrides, args.steps, args.run_dir, args.resume)
@@ -129,9 +129,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from grit_ray.config import DataSource
-    from grit_ray.eval import run_eval
+    from grit_ray.evaluation.eval import run_eval
 
-    from grit_ray.tiny_model import model_path_problem
+    from grit_ray.models.tiny import model_path_problem
 
     if (problem := model_path_problem(args.model)) is not None:
         print(f"grit-ray: --model {args.model}: {problem}", file=sys.stderr)
@@ -154,7 +154,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from grit_ray.plots import plot_run
+    from grit_ray.evaluation.plots import plot_run
 
     try:
         written = plot_run(Path(args.run_dir), Path(args.out) if args.out else None)
@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
-    from grit_ray.data import DataError
+    from grit_ray.data.rows import DataError
 
     args = build_parser().parse_args(argv)
     try:

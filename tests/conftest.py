@@ -10,8 +10,8 @@ from hypothesis import settings
 
 
 from grit_ray.config import SynthSpec, TinyModelSpec, load_config
-from grit_ray.synth import write_synth
-from grit_ray.tiny_model import build_tiny_model, cached_tiny_model
+from grit_ray.data.synth import write_synth
+from grit_ray.models.tiny import build_tiny_model, cached_tiny_model
 
 # Timing deadlines make property tests flaky on a busy 2-core machine; correctness is what they check.
 settings.register_profile("grit", deadline=None, max_examples=100)

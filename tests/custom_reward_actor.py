@@ -2,8 +2,8 @@
 
 from dataclasses import replace
 
-from grit_ray.grounding import answer_text
-from grit_ray.reward_service import RewardActor, RewardItem, ScoredCompletion
+from grit_ray.grit.grounding import answer_text
+from grit_ray.workers.reward import RewardActor, RewardItem, ScoredCompletion
 
 
 class ShortAnswerBonus(RewardActor):

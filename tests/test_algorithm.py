@@ -9,7 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grit_ray.algorithm import (
+from grit_ray.algo.grpo import (
     BatchTotals,
     LossSettings,
     group_advantages,
@@ -20,9 +20,9 @@ from grit_ray.algorithm import (
     zero_signal_groups,
 )
 from grit_ray.config import AlgorithmConfig, LossAggregation
-from grit_ray.experience import TrainSample, assign_advantages, totals_of
-from grit_ray.learner import lr_multiplier
-from grit_ray.learner_group import reduce_rank_metrics, shard_samples
+from grit_ray.algo.experience import TrainSample, assign_advantages, totals_of
+from grit_ray.workers.learner import lr_multiplier
+from grit_ray.workers.learner_group import reduce_rank_metrics, shard_samples
 
 
 def test_group_advantages_by_hand():
@@ -212,7 +212,7 @@ def test_lr_schedule():
 
 
 def test_token_entropy_by_hand():
-    from grit_ray.algorithm import token_entropy
+    from grit_ray.algo.grpo import token_entropy
 
     uniform = torch.zeros(1, 1, 4)
     assert token_entropy(uniform).item() == pytest.approx(math.log(4))
@@ -222,7 +222,7 @@ def test_token_entropy_by_hand():
 
 
 def test_one_pass_gives_the_same_logprobs_and_entropy_as_the_separate_functions():
-    from grit_ray.algorithm import token_entropy, token_logprobs_and_entropy
+    from grit_ray.algo.grpo import token_entropy, token_logprobs_and_entropy
 
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(2, 4, 9, generator=g, requires_grad=True)

@@ -7,11 +7,11 @@ import random
 import re
 
 from grit_ray.config import PromptTemplate, SynthSpec, TinyModelSpec, TinyPretrainSpec
-from grit_ray.synth import synth_rows
-from grit_ray.tiny_model import build_tiny_model, cached_tiny_model, directory_digest
-from grit_ray.tiny_pretrain import GRIT_FORMAT_TASKS, CorpusTask, corpus_sample
+from grit_ray.data.synth import synth_rows
+from grit_ray.models.tiny import build_tiny_model, cached_tiny_model, directory_digest
+from grit_ray.models.tiny_pretrain import GRIT_FORMAT_TASKS, CorpusTask, corpus_sample
 
-# the wording of GRIT's synthetic training and evaluation questions (grit_ray.synth)
+# the wording of GRIT's synthetic training and evaluation questions (grit_ray.data.synth)
 SYNTH_QUESTION = re.compile(r"^(Is the \w+ \w+ (left of|right of|above|below) the \w+ \w+\?"
                             r"|What is (left of|right of|above|below) the \w+ \w+\?"
                             r"|How many \w+( shapes)? are there\?)$")

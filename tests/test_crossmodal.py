@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from grit_ray.config import CoordFrame, DataSource, JudgeConfig, JudgeKind
-from grit_ray.crossmodal import crossmodal_correlation, mask_boxes, parse_pick, random_boxes, true_position
-from grit_ray.data import RowStream
-from grit_ray.grounding import FrameSpec
-from grit_ray.judge_server import JudgeServer
+from grit_ray.evaluation.crossmodal import crossmodal_correlation, mask_boxes, parse_pick, random_boxes, true_position
+from grit_ray.data.rows import RowStream
+from grit_ray.grit.grounding import FrameSpec
+from grit_ray.testing.judge_server import JudgeServer
 
 
 def test_masking_and_parsing():

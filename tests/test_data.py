@@ -10,7 +10,7 @@ from PIL import Image
 
 from grit_ray.cli import main
 from grit_ray.config import BadRowPolicy, DataSource
-from grit_ray.data import DataError, RowRules, RowStream, check_sources, iter_source
+from grit_ray.data.rows import DataError, RowRules, RowStream, check_sources, iter_source
 
 
 def _png(w=40, h=30, colour=(200, 10, 10)) -> bytes:
@@ -196,7 +196,7 @@ def test_parquet_with_embedded_images_streams_in_bounded_memory(tmp_path):
 
 
 def _sampler(synth_jsonl, shuffle=True, buffer=5):
-    from grit_ray.data import PromptSampler
+    from grit_ray.data.rows import PromptSampler
 
     stream = RowStream([DataSource(path=str(synth_jsonl), images=str(synth_jsonl.parent / "images"))])
     return PromptSampler(stream, shuffle=shuffle, seed=7, buffer_size=buffer)

@@ -10,12 +10,12 @@ import pytest
 import ray
 
 from grit_ray.config import DataSource, load_config
-from grit_ray.data import RowStream
-from grit_ray.driver import TrainingStep
-from grit_ray.learner_group import LearnerGroup
-from grit_ray.reward_service import RewardPool
-from grit_ray.rollout import PromptRequest, RolloutPool
-from grit_ray.weight_sync import WeightSync
+from grit_ray.data.rows import RowStream
+from grit_ray.trainer.loop import TrainingStep
+from grit_ray.workers.learner_group import LearnerGroup
+from grit_ray.workers.reward import RewardPool
+from grit_ray.workers.rollout import PromptRequest, RolloutPool
+from grit_ray.workers.weight_sync import WeightSync
 
 pytestmark = [pytest.mark.vllm, pytest.mark.ray]
 

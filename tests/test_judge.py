@@ -1,4 +1,4 @@
-"""Judges against a real OpenAI-compatible HTTP server on 127.0.0.1 (grit_ray.judge_server)."""
+"""Judges against a real OpenAI-compatible HTTP server on 127.0.0.1 (grit_ray.testing.judge_server)."""
 
 import asyncio
 import json
@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from grit_ray.config import JudgeConfig, JudgeKind
-from grit_ray.judge import (
+from grit_ray.judge.llm import (
     GRIT_JUDGE_TEMPLATE,
     JudgeReplyError,
     JudgeRequest,
@@ -18,7 +18,7 @@ from grit_ray.judge import (
     parse_judge_score,
     rule_score,
 )
-from grit_ray.judge_server import JudgeServer
+from grit_ray.testing.judge_server import JudgeServer
 
 
 @pytest.fixture

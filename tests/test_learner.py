@@ -10,13 +10,13 @@ import pytest
 import ray
 import torch
 
-from grit_ray.algorithm import LossSettings, policy_loss
+from grit_ray.algo.grpo import LossSettings, policy_loss
 from grit_ray.config import DataSource, SynthSpec, load_config
-from grit_ray.data import RowStream
-from grit_ray.experience import PromptEncoder, TrainSample, assign_advantages, collate, completion_logprobs, totals_of
-from grit_ray.learner_group import LearnerGroup
-from grit_ray.prompts import chat_messages
-from grit_ray.synth import write_synth
+from grit_ray.data.rows import RowStream
+from grit_ray.algo.experience import PromptEncoder, TrainSample, assign_advantages, collate, completion_logprobs, totals_of
+from grit_ray.workers.learner_group import LearnerGroup
+from grit_ray.grit.prompts import chat_messages
+from grit_ray.data.synth import write_synth
 
 pytestmark = pytest.mark.ray
 

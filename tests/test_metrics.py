@@ -5,9 +5,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from grit_ray.config import CoordFrame
-from grit_ray.grounding import FrameSpec, qwen_resized_size, to_original
-from grit_ray.metrics import completion_giou, normalise_box, union_area, union_iou
-from grit_ray.tiny_model import TINY_MAX_PIXELS, TINY_MIN_PIXELS
+from grit_ray.grit.grounding import FrameSpec, qwen_resized_size, to_original
+from grit_ray.grit.metrics import completion_giou, normalise_box, union_area, union_iou
+from grit_ray.models.tiny import TINY_MAX_PIXELS, TINY_MIN_PIXELS
 
 ORIG = FrameSpec(CoordFrame.ORIGINAL)
 

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from grit_ray.config import CoordFrame, DataSource
-from grit_ray.data import RowStream
-from grit_ray.grounding import FrameSpec
-from grit_ray.report import PALETTE, highlighted_reasoning, write_report
+from grit_ray.data.rows import RowStream
+from grit_ray.grit.grounding import FrameSpec
+from grit_ray.evaluation.report import PALETTE, highlighted_reasoning, write_report
 
 
 def _rows(synth_jsonl, n=3):
@@ -73,7 +73,7 @@ def test_report_renders_in_headless_chromium_with_boxes_on_images(synth_jsonl, t
 
 
 def test_plots_render_from_a_metrics_file(tmp_path):
-    from grit_ray.plots import plot_run
+    from grit_ray.evaluation.plots import plot_run
 
     rows = [{"step": s, "reward/mean": 0.1 * s, "reward/answer_format": 0.05 * s, "accuracy": 0.02 * s,
              "train/kl": 0.001 * s, "completion/len_mean": 20 + s, "completion/len_max": 40,

@@ -1,5 +1,5 @@
 """The reward-actor pool in a real local Ray, against a real OpenAI-compatible judge server on
-127.0.0.1 (grit_ray.judge_server) with latency and injected faults: 500s, 429s, hangs, garbage."""
+127.0.0.1 (grit_ray.testing.judge_server) with latency and injected faults: 500s, 429s, hangs, garbage."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 import ray
 
 from grit_ray.config import load_config
-from grit_ray.judge import RateLimiter
-from grit_ray.judge_server import JudgeServer
-from grit_ray.reward_service import RewardItem, RewardPool, import_object
+from grit_ray.judge.llm import RateLimiter
+from grit_ray.testing.judge_server import JudgeServer
+from grit_ray.workers.reward import RewardItem, RewardPool, import_object
 
 pytestmark = pytest.mark.ray
 
@@ -174,7 +174,7 @@ def test_the_api_key_never_reaches_results_counters_or_logs(server, monkeypatch)
 
 def test_missing_key_is_a_clear_error_before_any_actor_starts(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    from grit_ray.judge import MissingAPIKey
+    from grit_ray.judge.llm import MissingAPIKey
 
     with pytest.raises(MissingAPIKey, match="export OPENAI_API_KEY"):
         RewardPool(load_config(overrides=["reward.judge.kind=openai"]))
@@ -184,7 +184,7 @@ def test_missing_key_is_a_clear_error_before_any_actor_starts(monkeypatch):
 def test_a_vllm_judge_served_as_a_ray_actor(tiny_model_dir):
     """vLLM's OpenAI server inside the cluster answers the reward actors. The tiny model's replies
     are noise, so they come back as unparsable (marked, never 0): the point is the plumbing."""
-    from grit_ray.judge_server import VLLMJudgeServer
+    from grit_ray.testing.judge_server import VLLMJudgeServer
 
     server = ray.remote(VLLMJudgeServer).options(
         num_cpus=0.5, runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"}}

@@ -5,8 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from grit_ray.config import RewardPreset
-from grit_ray.grounding import find_boxes, parse_completion
-from grit_ray.rewards import (
+from grit_ray.grit.grounding import find_boxes, parse_completion
+from grit_ray.grit.rewards import (
     RewardConfigError,
     RewardInput,
     RewardSet,

@@ -12,12 +12,12 @@ import ray
 import torch
 
 from grit_ray.config import DataSource, load_config
-from grit_ray.data import RowStream
-from grit_ray.experience import PromptEncoder, TrainSample, assign_advantages, collate, completion_logprobs
-from grit_ray.learner_group import LearnerGroup
-from grit_ray.rollout import HFGenerator, PromptRequest, RolloutPool, collapse_image_pads
-from grit_ray.tiny_model import VISION_PLACEHOLDER_TOKENS
-from grit_ray.weight_sync import WeightSync
+from grit_ray.data.rows import RowStream
+from grit_ray.algo.experience import PromptEncoder, TrainSample, assign_advantages, collate, completion_logprobs
+from grit_ray.workers.learner_group import LearnerGroup
+from grit_ray.workers.rollout import HFGenerator, PromptRequest, RolloutPool, collapse_image_pads
+from grit_ray.models.tiny import VISION_PLACEHOLDER_TOKENS
+from grit_ray.workers.weight_sync import WeightSync
 
 pytestmark = [pytest.mark.vllm, pytest.mark.ray]
 
@@ -195,7 +195,7 @@ def test_hf_backend_cuts_completions_at_eos_or_the_first_stop_string(hf):
 
 
 def test_a_prompt_over_the_token_limit_is_an_error_naming_the_row(hf, rows):
-    from grit_ray.data import DataError
+    from grit_ray.data.rows import DataError
 
     hf.cfg = hf.cfg.model_copy(update={"prompt": hf.cfg.prompt.model_copy(update={"max_prompt_tokens": 20})})
     try:

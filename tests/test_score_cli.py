@@ -6,7 +6,7 @@ import time
 import pytest
 
 from grit_ray.cli import main
-from grit_ray.judge_server import JudgeServer
+from grit_ray.testing.judge_server import JudgeServer
 
 GOOD = ("<think> circles at [0, 0, 10, 10] and [20, 20, 30, 30] </think> <rethink> two circles </rethink>"
         " <answer> 2</answer>")

@@ -6,9 +6,9 @@ from PIL import Image
 
 from grit_ray.cli import main
 from grit_ray.config import DataSource, SynthSpec
-from grit_ray.data import RowRules, RowStream, check_sources
-from grit_ray.synth import COLOURS, RELATIONS, synth_rows, write_synth
-from grit_ray.tiny_model import directory_digest
+from grit_ray.data.rows import RowRules, RowStream, check_sources
+from grit_ray.data.synth import COLOURS, RELATIONS, synth_rows, write_synth
+from grit_ray.models.tiny import directory_digest
 
 
 def test_same_seed_same_bytes_different_seed_different(tmp_path):

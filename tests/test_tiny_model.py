@@ -6,8 +6,8 @@ from PIL import Image
 
 from grit_ray.cli import main
 from grit_ray.config import TinyModelSpec
-from grit_ray.prompts import chat_messages
-from grit_ray.tiny_model import VISION_PLACEHOLDER_TOKENS, build_tiny_model, directory_digest
+from grit_ray.grit.prompts import chat_messages
+from grit_ray.models.tiny import VISION_PLACEHOLDER_TOKENS, build_tiny_model, directory_digest
 
 
 def test_same_seed_same_bytes(tmp_path, tiny_model_dir):
@@ -77,7 +77,7 @@ def test_tiny_metadata(tiny_model_dir):
 def test_forbidden_tokens_are_the_placeholders_the_tokenizer_has(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from grit_ray.tiny_model import forbidden_token_ids, forbidden_tokens
+    from grit_ray.models.tiny import forbidden_token_ids, forbidden_tokens
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     assert forbidden_tokens(tok) == VISION_PLACEHOLDER_TOKENS  # InternVL's <IMG_CONTEXT> is not in this vocab

@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from grit_ray.tracking import MetricsLogger, _masked_crc, crc32c, progress_line
+from grit_ray.trainer.tracking import MetricsLogger, _masked_crc, crc32c, progress_line
 
 
 def test_crc32c_known_vector():

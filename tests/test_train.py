@@ -36,7 +36,7 @@ def test_default_config_runs_the_grit_reward_stack_and_honours_the_cli_contract(
     assert (run / "checkpoints" / "step-000003" / "driver.json").exists()
     AutoModelForImageTextToText.from_pretrained(run / "final_model")
 
-    from grit_ray.plots import plot_run  # the curves render from this real run's metrics
+    from grit_ray.evaluation.plots import plot_run  # the curves render from this real run's metrics
 
     assert {p.name for p in plot_run(run)} == {"reward.png", "accuracy.png", "eval.png", "kl.png", "lengths.png",
                                                 "step_time.png"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from grit_ray.weight_sync import Bucket, TensorMeta, pack_into, plan_buckets, unpack
+from grit_ray.workers.weight_sync import Bucket, TensorMeta, pack_into, plan_buckets, unpack
 
 
 def _metas():

@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 from grit_ray.config import GritConfig, save_resolved_config
-from grit_ray.data import RowRules, RowStream, materialise_sources
-from grit_ray.hardware import resolve_device
-from grit_ray.grounding import answer_text
-from grit_ray.judge import rule_score
-from grit_ray.rewards import RewardInput, RewardSet
-from grit_ray.rollout import GroupResult, PromptRequest, RolloutPool
-from grit_ray.tiny_model import ensure_model
+from grit_ray.data.rows import RowRules, RowStream, materialise_sources
+from grit_ray.workers.hardware import resolve_device
+from grit_ray.grit.grounding import answer_text
+from grit_ray.judge.llm import rule_score
+from grit_ray.grit.rewards import RewardInput, RewardSet
+from grit_ray.workers.rollout import GroupResult, PromptRequest, RolloutPool
+from grit_ray.models.tiny import ensure_model
 
 
 def _say(msg: str) -> None:

@@ -21,9 +21,9 @@ from typing import Any
 from PIL import ImageDraw
 
 from grit_ray.config import JudgeConfig
-from grit_ray.data import Row
-from grit_ray.grounding import BOX_RE, FrameSpec, find_boxes, to_original
-from grit_ray.judge import key_from_env
+from grit_ray.data.rows import Row
+from grit_ray.grit.grounding import BOX_RE, FrameSpec, find_boxes, to_original
+from grit_ray.judge.llm import key_from_env
 
 PROMPT = (
     "Below is a chain of reasoning about an image, with its box coordinates hidden. The boxes it "

@@ -13,7 +13,7 @@ The cross-modal question (which of two images matches) is always answered "Image
 pick when the chain contains ``#garbage``.
 
 ``GET /stats`` returns request counts and the peak number of requests in flight.
-Run it with ``python -m grit_ray.judge_server --port 8011 --latency 0.3``; it binds to
+Run it with ``python -m grit_ray.testing.judge_server --port 8011 --latency 0.3``; it binds to
 127.0.0.1 unless told otherwise.
 """
 
@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from grit_ray.judge import rule_score
+from grit_ray.judge.llm import rule_score
 
 _ANSWER_RE = re.compile(r"Standard answer: (.*?) \nModel\u2019s answer: (.*)", re.S)
 _FAULT_RE = re.compile(r"#(500|429|garbage)(?:x(\d+))?")

@@ -12,9 +12,9 @@ import ray
 import torch
 
 from grit_ray.config import GritConfig
-from grit_ray.experience import TrainSample, totals_of
-from grit_ray.learner import PolicyLearner
-from grit_ray.weight_sync import Bucket, ChannelSpec, WeightSender
+from grit_ray.algo.experience import TrainSample, totals_of
+from grit_ray.workers.learner import PolicyLearner
+from grit_ray.workers.weight_sync import Bucket, ChannelSpec, WeightSender
 
 
 class LearnerActor:

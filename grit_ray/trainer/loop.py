@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from grit_ray.config import GritConfig, load_config, save_resolved_config
-from grit_ray.data import PromptSampler, Row, RowRules, RowStream, materialise_sources
-from grit_ray.algorithm import refill_draw_size
-from grit_ray.experience import TrainSample, assign_advantages
-from grit_ray.grounding import FrameSpec
-from grit_ray.metrics import completion_giou, mean_or_none
-from grit_ray.reward_service import RewardItem, RewardPool, ScoredCompletion, StepRewards
-from grit_ray.rollout import PromptRequest, RolloutPool, SampledCompletion
+from grit_ray.data.rows import PromptSampler, Row, RowRules, RowStream, materialise_sources
+from grit_ray.algo.grpo import refill_draw_size
+from grit_ray.algo.experience import TrainSample, assign_advantages
+from grit_ray.grit.grounding import FrameSpec
+from grit_ray.grit.metrics import completion_giou, mean_or_none
+from grit_ray.workers.reward import RewardItem, RewardPool, ScoredCompletion, StepRewards
+from grit_ray.workers.rollout import PromptRequest, RolloutPool, SampledCompletion
 
 CHECKPOINTS = "checkpoints"
 FINAL_MODEL = "final_model"
@@ -312,10 +312,10 @@ def train(cfg: GritConfig, run_dir: Path, resume: bool = False, stop_after: int 
     there (a run split into several jobs); ``resume`` continues it with the same schedule."""
     import ray
 
-    from grit_ray.learner_group import LearnerGroup
-    from grit_ray.tiny_model import ensure_model
-    from grit_ray.tracking import MetricsLogger
-    from grit_ray.weight_sync import WeightSync
+    from grit_ray.workers.learner_group import LearnerGroup
+    from grit_ray.models.tiny import ensure_model
+    from grit_ray.trainer.tracking import MetricsLogger
+    from grit_ray.workers.weight_sync import WeightSync
 
     t0 = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from grit_ray.report import PALETTE
+from grit_ray.evaluation.report import PALETTE
 
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 900, 420, 70, 190, 40, 45
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from grit_ray.grounding import Box, FrameSpec, find_boxes, to_original
+from grit_ray.grit.grounding import Box, FrameSpec, find_boxes, to_original
 
 
 def normalise_box(box: Box, width: float, height: float) -> Box | None:

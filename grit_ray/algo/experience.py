@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from grit_ray.algorithm import BatchTotals, group_advantages, token_logprobs_and_entropy, zero_signal_groups
+from grit_ray.algo.grpo import BatchTotals, group_advantages, token_logprobs_and_entropy, zero_signal_groups
 from grit_ray.config import AlgorithmConfig
-from grit_ray.data import open_image
+from grit_ray.data.rows import open_image
 
 # processor outputs that are one value per prompt token and so are padded with the prompt
 _TOKEN_ALIGNED = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grit_ray.config import GritConfig, JudgeFailurePolicy, JudgeKind, PromptTemplate, RewardConfig
-from grit_ray.grounding import answer_text
-from grit_ray.judge import JudgeRequest, JudgeResult, MissingAPIKey, Secret, key_from_env, make_judge, rule_score
-from grit_ray.prompts import user_text
-from grit_ray.rewards import RewardInput, RewardSet, import_by_path
+from grit_ray.grit.grounding import answer_text
+from grit_ray.judge.llm import JudgeRequest, JudgeResult, MissingAPIKey, Secret, key_from_env, make_judge, rule_score
+from grit_ray.grit.prompts import user_text
+from grit_ray.grit.rewards import RewardInput, RewardSet, import_by_path
 
 
 @dataclass

@@ -88,7 +88,7 @@ def _build_tokenizer(vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from grit_ray.synth import COLOURS, SHAPES
+    from grit_ray.data.synth import COLOURS, SHAPES
 
     tok = Tokenizer(models.BPE())
     # Digit runs are pieces of their own (never glued to a space or a bracket), and the merges below
@@ -244,7 +244,7 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None, log
         model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32).eval()
         init_number_embeddings(model, tokenizer)
         if spec.pretrain.steps:
-            from grit_ray.tiny_pretrain import pretrain, probe
+            from grit_ray.models.tiny_pretrain import pretrain, probe
 
             started = time.perf_counter()
             losses = pretrain(model, processor, spec.pretrain, spec.seed, log=log)

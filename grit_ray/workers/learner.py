@@ -22,12 +22,12 @@ from typing import Any, TypeVar
 
 import torch
 
-from grit_ray.algorithm import BatchTotals, LossSettings, policy_loss
+from grit_ray.algo.grpo import BatchTotals, LossSettings, policy_loss
 from grit_ray.config import GritConfig, ZeroStage
-from grit_ray.experience import PromptEncoder, TrainSample, collate, completion_logprobs, micro_batches
-from grit_ray.hardware import apply_env, deepspeed_env, resolve_comm_backend, resolve_device, resolve_dtype
-from grit_ray.tiny_model import forbidden_token_ids
-from grit_ray.weight_sync import Bucket, TensorMeta, pack_into, plan_buckets
+from grit_ray.algo.experience import PromptEncoder, TrainSample, collate, completion_logprobs, micro_batches
+from grit_ray.workers.hardware import apply_env, deepspeed_env, resolve_comm_backend, resolve_device, resolve_dtype
+from grit_ray.models.tiny import forbidden_token_ids
+from grit_ray.workers.weight_sync import Bucket, TensorMeta, pack_into, plan_buckets
 
 # Files that make a saved model directory loadable besides the weights (copied from the source).
 _MODEL_SIDE_FILES = (

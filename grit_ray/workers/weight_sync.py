@@ -236,7 +236,7 @@ class WeightSync:
         import ray
 
         from grit_ray.config import SyncTransport
-        from grit_ray.hardware import resolve_comm_backend, resolve_device
+        from grit_ray.workers.hardware import resolve_comm_backend, resolve_device
 
         ws = cfg.weight_sync
         self.learners, self.rollout = learners, rollout

@@ -329,7 +329,7 @@ def check_sources(sources: list[DataSource], rules: RowRules) -> tuple[int, list
 
 def materialise_sources(cfg: DataConfig, run_dir: Path) -> tuple[list[DataSource], list[DataSource]]:
     """(train, eval) sources; synthetic specs are written under ``run_dir/data`` first."""
-    from grit_ray.synth import write_synth
+    from grit_ray.data.synth import write_synth
 
     train, evals = list(cfg.train), list(cfg.eval)
     if cfg.synthetic is not None:

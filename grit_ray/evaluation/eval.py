@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from grit_ray.config import DataSource, GritConfig
-from grit_ray.data import DataError, Row, RowRules, RowStream
-from grit_ray.grounding import FrameSpec
-from grit_ray.metrics import completion_giou
-from grit_ray.reward_service import ScoredCompletion
-from grit_ray.score import fmt_or_dash, format_table, summarise
+from grit_ray.data.rows import DataError, Row, RowRules, RowStream
+from grit_ray.grit.grounding import FrameSpec
+from grit_ray.grit.metrics import completion_giou
+from grit_ray.workers.reward import ScoredCompletion
+from grit_ray.evaluation.score import fmt_or_dash, format_table, summarise
 
 
 def judge_json(s: ScoredCompletion) -> dict[str, Any]:
@@ -53,9 +53,9 @@ def run_eval(cfg: GritConfig, data: list[DataSource], out_dir: Path, max_rows: i
              report: bool = True, crossmodal: bool = False) -> dict[str, dict[str, Any]]:
     import ray
 
-    from grit_ray.driver import greedy_scored
-    from grit_ray.reward_service import RewardPool
-    from grit_ray.rollout import RolloutPool
+    from grit_ray.trainer.loop import greedy_scored
+    from grit_ray.workers.reward import RewardPool
+    from grit_ray.workers.rollout import RolloutPool
 
     started = time.perf_counter()
     stream = RowStream(data, RowRules.from_config(cfg.data), cfg.data.bad_rows)
@@ -78,7 +78,7 @@ def run_eval(cfg: GritConfig, data: list[DataSource], out_dir: Path, max_rows: i
     (out_dir / "summary.json").write_text(json.dumps(table, indent=2) + "\n")
     (out_dir / "summary.md").write_text(summary_markdown(table))
     if crossmodal:
-        from grit_ray.crossmodal import crossmodal_correlation
+        from grit_ray.evaluation.crossmodal import crossmodal_correlation
 
         cm = crossmodal_correlation(results, rows, frame, cfg.reward.judge, repeats=3, seed=cfg.run.seed)
         (out_dir / "crossmodal.json").write_text(json.dumps(cm, indent=2) + "\n")
@@ -89,7 +89,7 @@ def run_eval(cfg: GritConfig, data: list[DataSource], out_dir: Path, max_rows: i
         with (out_dir / "summary.md").open("a") as f:
             f.write("\n" + line + "\n")
     if report:
-        from grit_ray.report import write_report
+        from grit_ray.evaluation.report import write_report
 
         write_report(results, rows, frame, out_dir / "report.html", title=f"grit-ray eval: {cfg.model.path}",
                      summary=table)

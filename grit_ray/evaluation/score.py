@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from grit_ray.config import JudgeConfig, PromptTemplate, RewardPreset
-from grit_ray.grounding import FrameSpec, answer_text
-from grit_ray.judge import JudgeRequest, JudgeResult, make_judge
-from grit_ray.metrics import completion_giou, mean_or_none
-from grit_ray.prompts import user_text
-from grit_ray.rewards import RewardInput, RewardSet
+from grit_ray.grit.grounding import FrameSpec, answer_text
+from grit_ray.judge.llm import JudgeRequest, JudgeResult, make_judge
+from grit_ray.grit.metrics import completion_giou, mean_or_none
+from grit_ray.grit.prompts import user_text
+from grit_ray.grit.rewards import RewardInput, RewardSet
 
 SCORE_REQUIRED = {"completion": str, "question": str, "dataset": str}
 

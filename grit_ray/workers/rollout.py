@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import torch
 
 from grit_ray.config import GritConfig, RolloutBackend
-from grit_ray.data import DataError, Row
-from grit_ray.experience import PromptEncoder
-from grit_ray.hardware import apply_env, resolve_device, resolve_dtype, vllm_env
-from grit_ray.prompts import chat_messages
-from grit_ray.tiny_model import forbidden_token_ids, forbidden_tokens
+from grit_ray.data.rows import DataError, Row
+from grit_ray.algo.experience import PromptEncoder
+from grit_ray.workers.hardware import apply_env, resolve_device, resolve_dtype, vllm_env
+from grit_ray.grit.prompts import chat_messages
+from grit_ray.models.tiny import forbidden_token_ids, forbidden_tokens
 
 IMAGE_PAD = "<|image_pad|>"  # Qwen2-VL family; the processor expands one into one token per merged patch
 

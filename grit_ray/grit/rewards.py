@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from grit_ray.config import RewardPreset
-from grit_ray.grounding import (
+from grit_ray.grit.grounding import (
     ANSWER_OPEN,
     RETHINK_CLOSE,
     RETHINK_OPEN,
