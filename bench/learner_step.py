@@ -24,10 +24,10 @@ import torch
 from grit_ray.config import DataSource, SynthSpec, TinyModelSpec, load_config
 from grit_ray.data.rows import RowStream
 from grit_ray.algo.experience import TrainSample, assign_advantages
-from grit_ray.workers.learner_group import LearnerGroup
 from grit_ray.grit.prompts import chat_messages
 from grit_ray.data.synth import write_synth
 from grit_ray.models.tiny import build_tiny_model
+from grit_ray.testing.hooks import InspectableLearnerGroup
 
 
 def batch(model_dir: Path, data: Path, completions: int, group: int, cfg) -> list[TrainSample]:
@@ -54,7 +54,7 @@ def measure(model_dir: Path, data: Path, args, stage: int, actors: int, shm: boo
     ])
     samples = batch(model_dir, data, args.completions, 4, cfg)
     started = time.perf_counter()
-    group = LearnerGroup(cfg, str(model_dir))
+    group = InspectableLearnerGroup(cfg, str(model_dir))
     startup = time.perf_counter() - started
     try:
         group.train_step(samples)  # warm-up: first step allocates optimizer state

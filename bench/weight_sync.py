@@ -20,10 +20,9 @@ from pathlib import Path
 import ray
 
 from grit_ray.config import TinyModelSpec, load_config
-from grit_ray.workers.learner_group import LearnerGroup
-from grit_ray.workers.rollout import RolloutPool
 from grit_ray.models.tiny import build_tiny_model
 from grit_ray.workers.weight_sync import WeightSync
+from grit_ray.testing.hooks import InspectableLearnerGroup, InspectableRolloutPool, raw_transfer
 
 # width, text layers: about 10, 100 and 500 million parameters (vision tower of 2 blocks included)
 SHAPES = {"10M": (256, 12), "100M": (768, 16), "500M": (1536, 18)}
@@ -51,15 +50,15 @@ def measure(model_dir: Path, args, transport: str) -> dict[str, float]:
         f"weight_sync.transport={transport}", "learner.comm_backend=gloo", "algorithm.prompts_per_step=1",
         "algorithm.group_size=2",
     ])
-    pool = RolloutPool(cfg, str(model_dir))
-    learners = LearnerGroup(cfg, str(model_dir))
+    pool = InspectableRolloutPool(cfg, str(model_dir))
+    learners = InspectableLearnerGroup(cfg, str(model_dir))
     try:
         sync = WeightSync(cfg, learners, pool)
         sync.sync()  # warm-up: first-touch allocations on both sides
         syncs, raws = [], []
         for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits both alike
             syncs.append(sync.sync()["sync_s"])
-            raws.append(sync.raw_transfer())
+            raws.append(raw_transfer(sync))
         return {"bytes": sync.nbytes, "sync_s": statistics.median(syncs), "raw_s": statistics.median(raws)}
     finally:
         learners.shutdown()

@@ -85,7 +85,7 @@ def _cmd_config_docs(args: argparse.Namespace) -> int:
 def _cmd_score(args: argparse.Namespace) -> int:
     from grit_ray.config import CoordFrame, JudgeConfig, JudgeKind, RewardPreset
     from grit_ray.grit.grounding import FrameSpec
-    from grit_ray.judge.llm import MissingAPIKey
+    from grit_ray.judge.secrets import MissingAPIKey
     from grit_ray.evaluation.score import ScoreInputError, ScoreSettings, format_table, run_score, summary_path
 
     judge = JudgeConfig(kind=JudgeKind(args.judge), base_url=args.judge_base_url, model=args.judge_model,

@@ -19,8 +19,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
-REPO_CONFIGS = PACKAGE_ROOT.parent / "configs"
-DEFAULT_CONFIG = REPO_CONFIGS / "tiny-cpu.yaml"
+REPO_CONFIGS = PACKAGE_ROOT.parent / "configs"  # a checkout's configs/ (its tiny-cpu.yaml links to the packaged one)
+DEFAULT_CONFIG = PACKAGE_ROOT / "configs" / "tiny-cpu.yaml"  # package data: a wheel install has its default
 RESOLVED_CONFIG_NAME = "config.yaml"
 
 

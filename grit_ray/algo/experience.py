@@ -8,21 +8,22 @@ and, optionally, the engine's log-probs. The learner turns a list of them into a
     completion part  right-padded (B, T)   sampled token ids, mask, rollout log-probs
 
 so every completion starts at column P and the model is asked only for the last T + 1 logits.
-The image goes through the same Hugging Face processor with the same pixel limits as on the
-rollout side (``model.min_pixels`` / ``max_pixels``), so image-token counts agree.
+The image goes through the family's ``PromptEncoder`` (grit_ray/models) with the same pixel limits
+as on the rollout side (``model.min_pixels`` / ``max_pixels``), so image-token counts agree.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from grit_ray.algo.grpo import BatchTotals, group_advantages, token_logprobs_and_entropy, zero_signal_groups
 from grit_ray.config import AlgorithmConfig
-from grit_ray.data.rows import open_image
+
+if TYPE_CHECKING:
+    from grit_ray.models.family import PromptEncoder
 
 # processor outputs that are one value per prompt token and so are padded with the prompt
 _TOKEN_ALIGNED = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
@@ -41,8 +42,7 @@ class TrainSample:
 
     def filler(self) -> TrainSample:
         """A zero-weight copy: same shapes, no contribution to loss or metrics."""
-        return TrainSample(self.prompt, self.image, self.completion_ids, 0.0, self.rollout_logprobs,
-                           self.group_id, 0.0, self.where)
+        return replace(self, advantage=0.0, weight=0.0)
 
 
 @dataclass
@@ -81,29 +81,6 @@ class MicroBatch:
             **self.image_inputs,
             **extras,
         }
-
-
-class PromptEncoder:
-    """Prompt text + image -> processor tensors, with the configured pixel limits. Caches per
-    (prompt, image): a group's G completions share one prompt."""
-
-    def __init__(self, processor, min_pixels: int, max_pixels: int):
-        self.processor = processor
-        self.size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
-        self._cache: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
-
-    def encode(self, prompt: str, image: str | bytes, where: str = "") -> dict[str, torch.Tensor]:
-        key = (prompt, image if isinstance(image, str) else hashlib.sha1(image).hexdigest())
-        if key not in self._cache:
-            self._cache[key] = self.encode_image(prompt, open_image(image, where or "train sample"))
-        return self._cache[key]
-
-    def encode_image(self, prompt: str, image) -> dict[str, torch.Tensor]:
-        """Prompt text + an opened PIL image -> processor tensors (not cached)."""
-        return dict(self.processor(text=[prompt], images=[image], return_tensors="pt", size=self.size))
-
-    def clear(self) -> None:
-        self._cache.clear()
 
 
 def collate(samples: list[TrainSample], encoder: PromptEncoder, pad_id: int) -> MicroBatch:

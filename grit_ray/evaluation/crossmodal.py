@@ -11,7 +11,6 @@ the chain describes. The score is the share of correct picks, over ``repeats`` s
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
 import random
 import re
@@ -23,7 +22,7 @@ from PIL import ImageDraw
 from grit_ray.config import JudgeConfig
 from grit_ray.data.rows import Row
 from grit_ray.grit.grounding import BOX_RE, FrameSpec, find_boxes, to_original
-from grit_ray.judge.llm import key_from_env
+from grit_ray.judge.llm import openai_client, user_message
 
 PROMPT = (
     "Below is a chain of reasoning about an image, with its box coordinates hidden. The boxes it "
@@ -70,24 +69,15 @@ def parse_pick(reply: str) -> int | None:
 
 
 async def _ask(client, model: str, chain: str, images: list[bytes], timeout_s: float) -> int | None:
-    content: list[dict[str, Any]] = []
-    for img in images:
-        content.append({"type": "image_url",
-                        "image_url": {"url": "data:image/png;base64," + base64.b64encode(img).decode()}})
-    content.append({"type": "text", "text": PROMPT.format(chain=chain)})
     resp = await asyncio.wait_for(client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": content}]), timeout=timeout_s)
+        model=model, messages=user_message(PROMPT.format(chain=chain), images)), timeout=timeout_s)
     return parse_pick(resp.choices[0].message.content if resp.choices else "")
 
 
 def crossmodal_correlation(results: list[dict[str, Any]], rows: list[Row], frame: FrameSpec, judge: JudgeConfig,
                            repeats: int = 3, seed: int = 0) -> dict[str, Any]:
     """{"mean", "std", "per_repeat", "rows", "unanswered"}: share of correct picks per repeat."""
-    import openai
-
-    key = key_from_env(judge)
-    client = openai.AsyncOpenAI(api_key=key.reveal() if key else "not-needed", base_url=judge.base_url,
-                                max_retries=judge.max_retries, timeout=judge.timeout_s)
+    client = openai_client(judge, max_retries=judge.max_retries)
     sem = asyncio.Semaphore(judge.concurrency)
     cases = [(i, r, res) for i, (res, r) in enumerate(zip(results, rows)) if find_boxes(res["completion"])]
 

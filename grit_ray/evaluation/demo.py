@@ -7,6 +7,7 @@ images) and writes the groups to ``RUN_DIR/samples.jsonl``.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
@@ -14,10 +15,10 @@ from pathlib import Path
 
 from grit_ray.config import GritConfig, save_resolved_config
 from grit_ray.data.rows import RowRules, RowStream, materialise_sources
-from grit_ray.workers.hardware import resolve_device
-from grit_ray.grit.grounding import answer_text
-from grit_ray.judge.llm import rule_score
-from grit_ray.grit.rewards import RewardInput, RewardSet
+from grit_ray.grit.rewards import RewardSet
+from grit_ray.judge.rule import RuleJudge
+from grit_ray.judge.scoring import CompletionScorer, RewardItem
+from grit_ray.workers.cluster import ray_session
 from grit_ray.workers.rollout import GroupResult, PromptRequest, RolloutPool
 from grit_ray.models.tiny import ensure_model
 
@@ -26,20 +27,20 @@ def _say(msg: str) -> None:
     print(f"[grit-ray demo] {msg}", flush=True)
 
 
-def _score_groups(cfg: GritConfig, groups: list[GroupResult]) -> list[list[float]]:
-    """GRIT rewards of every completion (rule judge: the demo needs no API key)."""
-    reward_set = RewardSet.build(cfg.reward.preset, cfg.reward.weights, cfg.reward.extra_components)
-    counting = {d.lower() for d in cfg.data.counting_datasets}
-    scores = []
-    for g in groups:
-        row_scores = []
-        for c in g.completions:
-            ans = answer_text(c.text)
-            judge = rule_score(ans, g.row.answer) if ans is not None else None
-            x = RewardInput(c.text, g.row.answer, g.row.dataset in counting, judge, c.token_ids)
-            row_scores.append(reward_set.score(x)[1])
-        scores.append(row_scores)
-    return scores
+def _score_groups(cfg: GritConfig, groups: list[GroupResult]) -> list[list[float | None]]:
+    """GRIT rewards of every completion, through the training path's scorer with the rule judge
+    (the demo needs no API key)."""
+    scorer = CompletionScorer(RewardSet.build(cfg.reward.preset, cfg.reward.weights, cfg.reward.extra_components),
+                              RuleJudge(), cfg.data.counting_datasets)
+    items = [[RewardItem(group_id=g, index=k, question=group.row.question, reference=group.row.answer,
+                         dataset=group.row.dataset, completion=c.text, token_ids=list(c.token_ids),
+                         template=cfg.prompt.template)
+              for k, c in enumerate(group.completions)] for g, group in enumerate(groups)]
+
+    async def score_all():
+        return [[s.reward for s in await asyncio.gather(*(scorer.score(i) for i in group))] for group in items]
+
+    return asyncio.run(score_all())
 
 
 def run_demo(cfg: GritConfig, run_dir: Path) -> Path:
@@ -57,20 +58,16 @@ def run_demo(cfg: GritConfig, run_dir: Path) -> Path:
     model_path = ensure_model(cfg.model.path, cfg.model.tiny, log=_say)
     _say(f"model: {model_path}")
 
-    device = resolve_device(cfg.model.device)
-    ray.init(address=cfg.resources.ray_address, include_dashboard=False, namespace="grit-ray",
-             log_to_driver=False, ignore_reinit_error=True)
-    try:
+    with ray_session(cfg.resources.ray_address):
         t = time.perf_counter()
         pool = RolloutPool(cfg, model_path)
+        device = ray.get(pool.workers[0].device.remote())
         _say(f"{len(pool.workers)} rollout worker(s) ({cfg.rollout.backend.value}, {device}) ready in "
              f"{time.perf_counter() - t:.1f}s (engine {pool.startup_s:.1f}s)")
         requests = [PromptRequest(row, i, cfg.algorithm.group_size) for i, row in enumerate(rows)]
         t = time.perf_counter()
         groups = pool.generate(requests)
         gen_s = time.perf_counter() - t
-    finally:
-        ray.shutdown()
 
     n_tokens = sum(len(c.token_ids) for g in groups for c in g.completions)
     rewards = _score_groups(cfg, groups)

@@ -18,26 +18,14 @@ from grit_ray.config import DataSource, GritConfig
 from grit_ray.data.rows import DataError, Row, RowRules, RowStream
 from grit_ray.grit.grounding import FrameSpec
 from grit_ray.grit.metrics import completion_giou
-from grit_ray.workers.reward import ScoredCompletion
+from grit_ray.judge.scoring import ScoredCompletion
 from grit_ray.evaluation.score import fmt_or_dash, format_table, summarise
-
-
-def judge_json(s: ScoredCompletion) -> dict[str, Any]:
-    """The ``grit-ray score`` judge field: a completion without an answer counts as a 0 for ACC."""
-    if s.judge_status == "not_asked":
-        return {"status": "ok", "score": 0.0, "note": "no <answer> in completion; not sent"}
-    if s.judge_status == "ok":
-        return {"status": "ok", "score": s.judge_score}
-    out = {"status": s.judge_status, "error": s.judge_error}
-    if s.judge_status == "fallback":
-        out["score"] = s.judge_score
-    return out
 
 
 def result_row(row: Row, completion: str, scored: ScoredCompletion, frame: FrameSpec) -> dict[str, Any]:
     giou = completion_giou(completion, row.bboxs, row.width, row.height, frame) if row.bboxs else None
     return {**row.to_json(), "where": row.where, "completion": completion, "rewards": scored.components,
-            "reward": scored.reward, "giou": giou, "judge": judge_json(scored)}
+            "reward": scored.reward, "giou": giou, "judge": scored.judge_json()}
 
 
 def summary_markdown(table: dict[str, dict[str, Any]]) -> str:
@@ -51,9 +39,8 @@ def summary_markdown(table: dict[str, dict[str, Any]]) -> str:
 
 def run_eval(cfg: GritConfig, data: list[DataSource], out_dir: Path, max_rows: int | None = None,
              report: bool = True, crossmodal: bool = False) -> dict[str, dict[str, Any]]:
-    import ray
-
-    from grit_ray.trainer.loop import greedy_scored
+    from grit_ray.trainer.held_out import greedy_scored
+    from grit_ray.workers.cluster import ray_session
     from grit_ray.workers.reward import RewardPool
     from grit_ray.workers.rollout import RolloutPool
 
@@ -63,12 +50,8 @@ def run_eval(cfg: GritConfig, data: list[DataSource], out_dir: Path, max_rows: i
     if not rows:
         raise DataError(f"{', '.join(d.path for d in data)}: no rows to evaluate")
     frame = FrameSpec(cfg.reward.coord_frame, cfg.model.min_pixels, cfg.model.max_pixels)
-    ray.init(address=cfg.resources.ray_address, include_dashboard=False, namespace="grit-ray",
-             log_to_driver=False, ignore_reinit_error=True)
-    try:
+    with ray_session(cfg.resources.ray_address):
         samples, scored = greedy_scored(cfg, RolloutPool(cfg, str(cfg.model.path)), RewardPool(cfg), rows)
-    finally:
-        ray.shutdown()
     results = [result_row(row, s.completion.text, sc, frame) for row, s, sc in zip(rows, samples, scored)]
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "results.jsonl").open("w") as f:

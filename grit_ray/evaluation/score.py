@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grit_ray.config import JudgeConfig, PromptTemplate, RewardPreset
-from grit_ray.grit.grounding import FrameSpec, answer_text
-from grit_ray.judge.llm import JudgeRequest, JudgeResult, make_judge
+from grit_ray.config import JudgeConfig, RewardPreset
+from grit_ray.grit.grounding import FrameSpec
 from grit_ray.grit.metrics import completion_giou, mean_or_none
-from grit_ray.grit.prompts import user_text
-from grit_ray.grit.rewards import RewardInput, RewardSet
+from grit_ray.grit.rewards import RewardSet
+from grit_ray.judge import make_judge
+from grit_ray.judge.protocol import JudgeStatus
+from grit_ray.judge.scoring import CompletionScorer, RewardItem
 
 SCORE_REQUIRED = {"completion": str, "question": str, "dataset": str}
 
@@ -71,38 +72,26 @@ def _image_for(row: dict[str, Any], images_dir: Path | None) -> bytes | None:
 
 
 async def score_rows(rows: list[dict[str, Any]], settings: ScoreSettings) -> list[dict[str, Any]]:
-    reward_set = RewardSet.build(settings.preset)
+    """Every row scored concurrently through the training path's ``CompletionScorer``; only
+    completions with an <answer> go to the judge (no answer scores 0 without a call)."""
     judge = make_judge(settings.judge)
+    scorer = CompletionScorer(RewardSet.build(settings.preset), judge, settings.counting_datasets,
+                              settings.judge.on_failure)
+    items = [RewardItem(group_id=i, index=0, question=row["question"], reference=str(row["answer"]),
+                        dataset=row["dataset"], completion=row["completion"],
+                        token_ids=row.get("completion_token_ids") or [],
+                        image=_image_for(row, settings.images_dir)) for i, row in enumerate(rows)]
     try:
-        # Only completions with an <answer> go to the judge (no answer scores 0 without a call).
-        asked = {}
-        for i, row in enumerate(rows):
-            ans = answer_text(row["completion"])
-            if ans is not None:
-                # as released: the judge sees the whole user text, suffix included
-                asked[i] = JudgeRequest(user_text(row["question"], PromptTemplate.GRIT), str(row["answer"]),
-                                        ans.strip(), _image_for(row, settings.images_dir))
-        results = dict(zip(asked, await judge.judge_many(list(asked.values()))))
+        scored = await asyncio.gather(*(scorer.score(item) for item in items))
     finally:
         await judge.aclose()
 
     out = []
-    for i, row in enumerate(rows):
-        res: JudgeResult | None = results.get(i)
-        x = RewardInput(
-            completion=row["completion"],
-            reference=str(row["answer"]),
-            is_counting=row["dataset"].lower() in settings.counting_datasets,
-            judge_score=res.score if res is not None and res.status == "ok" else None,
-            token_ids=row.get("completion_token_ids"),
-        )
-        values, total = reward_set.score(x)
+    for row, s in zip(rows, scored):
         giou = None
         if isinstance(row.get("bboxs"), list) and row.get("width") and row.get("height"):
             giou = completion_giou(row["completion"], row["bboxs"], row["width"], row["height"], settings.frame)
-        judge_json = res.to_json() if res is not None else {"status": "ok", "score": 0.0,
-                                                              "note": "no <answer> in completion; not sent"}
-        out.append({**row, "rewards": values, "reward": total, "giou": giou, "judge": judge_json})
+        out.append({**row, "rewards": s.components, "reward": s.reward, "giou": giou, "judge": s.judge_json()})
     return out
 
 
@@ -114,14 +103,14 @@ def summarise(scored: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         groups["all"].append(row)
     table = {}
     for name, rows in sorted(groups.items(), key=lambda kv: (kv[0] == "all", kv[0])):
-        ok = [r["judge"]["score"] for r in rows if r["judge"]["status"] == "ok"]
+        ok = [r["judge"]["score"] for r in rows if r["judge"]["status"] == JudgeStatus.OK]
         acc = mean_or_none(ok)
         table[name] = {
             "n": len(rows),
             "acc": None if acc is None else 100.0 * acc,
             "giou": mean_or_none(r["giou"] for r in rows),
             "reward_mean": mean_or_none(r["reward"] for r in rows),
-            "judge_failures": sum(r["judge"]["status"] == "failed" for r in rows),
+            "judge_failures": sum(r["judge"]["status"] == JudgeStatus.FAILED for r in rows),
         }
     return table
 

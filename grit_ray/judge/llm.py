@@ -1,22 +1,23 @@
-"""Answer-accuracy judges: a rule judge and an LLM judge over any OpenAI-compatible endpoint.
+"""The LLM judge over any OpenAI-compatible endpoint, and the one place an OpenAI client is made.
 
-A judge returns a ``JudgeResult``: ``ok`` with a score, or ``failed`` with the reason. A failed
-call is never turned into a score of 0 here; callers decide (GRIT's released code silently
-scored failures as wrong answers, which poisons training signal).
+Per-call timeout, retries with exponential backoff and jitter for what is worth retrying (timeouts,
+429, 5xx, unparsable replies), a concurrency cap and client-side rate limits. The reply is parsed
+the way the released code parses it (docs/grit.md §3); a failure comes back as ``FAILED`` with
+its reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import random
 import re
-import time
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from grit_ray.config import JudgeConfig, JudgeKind
+from grit_ray.config import JudgeConfig
+from grit_ray.judge.protocol import JudgeRequest, JudgeResult, JudgeStatus
+from grit_ray.judge.rate_limit import RateLimiter, estimate_tokens
+from grit_ray.judge.secrets import MissingAPIKey, Secret, key_from_env
 
 # The published judge prompt (apostrophes are U+2019; the Question and Standard answer lines end
 # with a space).
@@ -30,60 +31,6 @@ GRIT_JUDGE_TEMPLATE = (
     "Model\u2019s answer: {prediction}"
 )
 
-
-@dataclass(frozen=True)
-class JudgeResult:
-    status: Literal["ok", "failed"]
-    score: float | None = None
-    error: str | None = None
-    attempts: int = 1
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"status": self.status}
-        if self.status == "ok":
-            out["score"] = self.score
-        else:
-            out["error"] = self.error
-        return out
-
-
-@dataclass(frozen=True)
-class JudgeRequest:
-    question: str  # what the judge sees as the question
-    reference: str
-    prediction: str
-    image: bytes | None = None  # PNG/JPEG bytes for a multimodal judge
-
-
-# ---------------------------------------------------------------------------------------------
-# rule judge
-
-_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen twenty".split())}
-_YES = {"yes", "yeah", "yep", "true", "correct", "right", "y"}
-_NO = {"no", "nope", "false", "incorrect", "wrong", "n", "not"}
-_ARTICLES = {"a", "an", "the"}
-
-
-def normalise_answer(text: str) -> str:
-    """Lower-case, drop punctuation and articles, number words -> digits, yes/no variants -> yes/no."""
-    words = re.sub(r"[^a-z0-9\s]", " ", text.lower()).split()
-    words = [_NUMBER_WORDS.get(w, w) for w in words if w not in _ARTICLES]
-    if len(words) == 1 and words[0] in _YES:
-        return "yes"
-    if len(words) == 1 and words[0] in _NO:
-        return "no"
-    return " ".join(words)
-
-
-def rule_score(prediction: str, reference: str) -> float:
-    """1.0 when the normalised answers are equal, else 0.0."""
-    return 1.0 if normalise_answer(prediction) == normalise_answer(reference) and normalise_answer(reference) else 0.0
-
-
-# ---------------------------------------------------------------------------------------------
-# LLM judge
 
 
 class JudgeReplyError(ValueError):
@@ -126,77 +73,29 @@ def _error_reason(e: BaseException) -> tuple[str, bool]:
     return f"{type(e).__name__}: {e}", False
 
 
-class MissingAPIKey(RuntimeError):
-    pass
+def openai_client(cfg: JudgeConfig, api_key: Secret | None = None, max_retries: int = 0):
+    """An async OpenAI client for ``cfg``'s endpoint. The key comes from ``api_key`` or the variable
+    named by ``cfg.api_key_env``; a local endpoint (``base_url`` set) may run without one."""
+    import openai
+
+    key = api_key or key_from_env(cfg)
+    if key is None and cfg.base_url is None:
+        raise MissingAPIKey(f"the openai judge needs an API key: export {cfg.api_key_env}=... "
+                            f"(reward.judge.api_key_env names the variable)")
+    return openai.AsyncOpenAI(api_key=key.reveal() if key else "not-needed", base_url=cfg.base_url,
+                              max_retries=max_retries, timeout=cfg.timeout_s)
 
 
-class Secret:
-    """A value that never shows itself: repr, str and logs print a mask."""
-
-    def __init__(self, value: str):
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret(***)"
-
-    __str__ = __repr__
+def image_part(image: bytes) -> dict[str, Any]:
+    mime = "image/jpeg" if image[:2] == b"\xff\xd8" else "image/png"
+    return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{base64.b64encode(image).decode()}"}}
 
 
-def key_from_env(cfg: JudgeConfig) -> Secret | None:
-    value = os.environ.get(cfg.api_key_env)
-    return Secret(value) if value else None
-
-
-class RateLimiter:
-    """Requests-per-minute and tokens-per-minute budgets as token buckets refilled continuously.
-    A bucket holds ``burst_s`` seconds of budget, so a step's burst of calls is smoothed to the
-    rate instead of spending a whole minute's quota at once. ``acquire`` waits until both budgets
-    allow the call; None disables a budget."""
-
-    def __init__(self, requests_per_minute: int | None, tokens_per_minute: int | None, burst_s: float = 1.0):
-        self.rpm, self.tpm = requests_per_minute, tokens_per_minute
-        self.req_cap = max(1.0, (requests_per_minute or 0) / 60 * burst_s)
-        self.tok_cap = max(1.0, (tokens_per_minute or 0) / 60 * burst_s)
-        self._req, self._tok = self.req_cap, self.tok_cap
-        self._at = time.monotonic()
-        self._lock = asyncio.Lock()
-        self.waited_s = 0.0
-
-    def _refill(self) -> None:
-        now = time.monotonic()
-        dt, self._at = now - self._at, now
-        if self.rpm:
-            self._req = min(self.req_cap, self._req + dt * self.rpm / 60)
-        if self.tpm:
-            self._tok = min(self.tok_cap, self._tok + dt * self.tpm / 60)
-
-    async def acquire(self, tokens: int) -> None:
-        if not self.rpm and not self.tpm:
-            return
-        if self.tpm:
-            tokens = min(tokens, int(self.tok_cap))  # a call larger than the bucket waits for a full one
-        async with self._lock:  # first come, first served
-            while True:
-                self._refill()
-                need_req = 0.0 if not self.rpm else max(0.0, 1 - self._req) * 60 / self.rpm
-                need_tok = 0.0 if not self.tpm else max(0.0, tokens - self._tok) * 60 / self.tpm
-                wait = max(need_req, need_tok)
-                if wait <= 0:
-                    if self.rpm:
-                        self._req -= 1
-                    if self.tpm:
-                        self._tok -= tokens
-                    return
-                self.waited_s += wait
-                await asyncio.sleep(wait)
-
-
-def estimate_tokens(text: str, reply_tokens: int = 16) -> int:
-    """A budget estimate (about 4 characters per token), not a tokenizer count."""
-    return len(text) // 4 + reply_tokens
+def user_message(text: str, images: list[bytes] = ()) -> list[dict[str, Any]]:
+    """One user turn: the text alone, or the images then the text (OpenAI chat format)."""
+    if not images:
+        return [{"role": "user", "content": text}]
+    return [{"role": "user", "content": [*(image_part(i) for i in images), {"type": "text", "text": text}]}]
 
 
 class OpenAIJudge:
@@ -208,22 +107,12 @@ class OpenAIJudge:
 
     def __init__(self, cfg: JudgeConfig, template: str = GRIT_JUDGE_TEMPLATE, backoff_base_s: float = 0.25,
                  backoff_max_s: float = 8.0, seed: int | None = None, api_key: Secret | None = None):
-        import openai
-
-        key = api_key.reveal() if api_key else os.environ.get(cfg.api_key_env)
-        if not key:
-            if cfg.base_url is None:
-                raise MissingAPIKey(
-                    f"the openai judge needs an API key: export {cfg.api_key_env}=... "
-                    f"(reward.judge.api_key_env names the variable)"
-                )
-            key = "not-needed"  # local OpenAI-compatible servers usually ignore it
         self.cfg = cfg
         self.template = template
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self._rng = random.Random(seed)
-        self._client = openai.AsyncOpenAI(api_key=key, base_url=cfg.base_url, max_retries=0, timeout=cfg.timeout_s)
+        self._client = openai_client(cfg, api_key)  # retries are ours (classified, with jitter)
         self._semaphore = asyncio.Semaphore(cfg.concurrency)
         self.limiter = RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
 
@@ -233,14 +122,7 @@ class OpenAIJudge:
     def _messages(self, req: JudgeRequest) -> list[dict[str, Any]]:
         text = self.template.replace("{question}", req.question).replace("{answer}", req.reference).replace(
             "{prediction}", req.prediction)
-        if req.image is None or not self.cfg.send_image:
-            return [{"role": "user", "content": text}]
-        data = base64.b64encode(req.image).decode()
-        mime = "image/jpeg" if req.image[:2] == b"\xff\xd8" else "image/png"
-        return [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}},
-            {"type": "text", "text": text},
-        ]}]
+        return user_message(text, [req.image] if req.image is not None and self.cfg.send_image else [])
 
     async def _call_once(self, req: JudgeRequest) -> float:
         messages = self._messages(req)
@@ -263,34 +145,17 @@ class OpenAIJudge:
             for attempt in range(attempts):
                 try:
                     score = await self._call_once(req)
-                    return JudgeResult("ok", score=score, attempts=attempt + 1)
+                    return JudgeResult(JudgeStatus.OK, score=score, attempts=attempt + 1)
                 except Exception as e:  # classified below; anything unknown fails the call, not the run
                     reason, retry = _error_reason(e)
                     reasons.append(reason)
                     if not retry or attempt == attempts - 1:
                         break
                     await asyncio.sleep(self._backoff(attempt))
-        return JudgeResult("failed", error=f"{reasons[-1]} after {len(reasons)} attempt(s)", attempts=len(reasons))
+        return JudgeResult(JudgeStatus.FAILED, error=f"{reasons[-1]} after {len(reasons)} attempt(s)", attempts=len(reasons))
 
     async def judge_many(self, reqs: list[JudgeRequest]) -> list[JudgeResult]:
         return list(await asyncio.gather(*(self.judge(r) for r in reqs)))
 
     async def aclose(self) -> None:
         await self._client.close()
-
-
-class RuleJudge:
-    """Normalised exact match, behind the same async interface."""
-
-    async def judge(self, req: JudgeRequest) -> JudgeResult:
-        return JudgeResult("ok", score=rule_score(req.prediction, req.reference))
-
-    async def judge_many(self, reqs: list[JudgeRequest]) -> list[JudgeResult]:
-        return [await self.judge(r) for r in reqs]
-
-    async def aclose(self) -> None:
-        return None
-
-
-def make_judge(cfg: JudgeConfig, api_key: Secret | None = None) -> OpenAIJudge | RuleJudge:
-    return OpenAIJudge(cfg, api_key=api_key) if cfg.kind is JudgeKind.OPENAI else RuleJudge()

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from grit_ray.config import TinyModelSpec
+from grit_ray.models.qwen2_5_vl import VISION_PLACEHOLDER_TOKENS
 
 # Qwen2-VL's special tokens, in Qwen's id order (placed right after the BPE vocabulary).
 SPECIAL_TOKENS = [
@@ -47,9 +48,6 @@ SPECIAL_TOKENS = [
     "<|image_pad|>",
     "<|video_pad|>",
 ]
-# Tokens that stand for image/video features: a policy that emits them produces inputs the model
-# cannot consume ("Image features and image tokens do not match"), so generation forbids them.
-VISION_PLACEHOLDER_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
 
 TINY_MIN_PIXELS = 28 * 28 * 4
 TINY_MAX_PIXELS = 28 * 28 * 36  # 168x168: the synthetic world's largest image, unchanged
@@ -167,22 +165,6 @@ def _build_config(spec: TinyModelSpec, tokenizer):
 
 def vision_placeholder_ids(tokenizer) -> list[int]:
     return [tokenizer.convert_tokens_to_ids(t) for t in VISION_PLACEHOLDER_TOKENS]
-
-
-# InternVL3 (HF format) marks images with these; other families are added here as they come.
-_OTHER_PLACEHOLDER_TOKENS = ("<img>", "</img>", "<IMG_CONTEXT>")
-
-
-def forbidden_tokens(tokenizer) -> list[str]:
-    """The vision placeholder tokens this tokenizer actually has (unknown ones would map to UNK
-    or split into ordinary pieces, and banning those would ban real text)."""
-    vocab = tokenizer.get_vocab()
-    return [t for t in (*VISION_PLACEHOLDER_TOKENS, *_OTHER_PLACEHOLDER_TOKENS) if t in vocab]
-
-
-def forbidden_token_ids(tokenizer) -> list[int]:
-    vocab = tokenizer.get_vocab()
-    return [vocab[t] for t in forbidden_tokens(tokenizer)]
 
 
 def init_number_embeddings(model, tokenizer) -> None:

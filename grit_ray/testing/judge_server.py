@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from grit_ray.judge.llm import rule_score
+from grit_ray.judge.rule import rule_score
 
 _ANSWER_RE = re.compile(r"Standard answer: (.*?) \nModel\u2019s answer: (.*)", re.S)
 _FAULT_RE = re.compile(r"#(500|429|garbage)(?:x(\d+))?")

@@ -1,17 +1,15 @@
 """Step metrics out of the driver: ``RUN_DIR/metrics.jsonl``, TensorBoard event files, W&B when
 installed and configured, and a live progress line.
 
-The TensorBoard writer is a few lines of protobuf and TFRecord framing (scalars only), so runs
-need neither TensorFlow nor the tensorboard package; ``tensorboard --logdir RUN_DIR/tb`` reads it.
+TensorBoard event files are written with tensorboardX (no TensorFlow); ``tensorboard --logdir
+RUN_DIR/tb`` reads them.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import struct
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,82 +17,23 @@ from typing import Any
 # TensorBoard scalars
 
 
-def _crc32c_table() -> list[int]:
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    c = 0xFFFFFFFF
-    for b in data:
-        c = _CRC_TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
-
-
-def _masked_crc(data: bytes) -> int:
-    c = crc32c(data)
-    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(number: int, wire: int, payload: bytes) -> bytes:
-    return _varint((number << 3) | wire) + payload
-
-
-def _len_field(number: int, data: bytes) -> bytes:
-    return _field(number, 2, _varint(len(data)) + data)
-
-
-def event_bytes(step: int, wall_time: float, scalars: dict[str, float] | None = None,
-                file_version: str | None = None) -> bytes:
-    """One serialised tensorflow.Event: wall_time (1, double), step (2, int64), file_version
-    (3, string) or summary (5) of values (1) with tag (1) and simple_value (2, float)."""
-    msg = _field(1, 1, struct.pack("<d", wall_time)) + _field(2, 0, _varint(step))
-    if file_version is not None:
-        msg += _len_field(3, file_version.encode())
-    if scalars:
-        values = b"".join(_len_field(1, _len_field(1, tag.encode()) + _field(2, 5, struct.pack("<f", v)))
-                          for tag, v in scalars.items())
-        msg += _len_field(5, values)
-    return msg
-
-
-def tfrecord(data: bytes) -> bytes:
-    header = struct.pack("<Q", len(data))
-    return header + struct.pack("<I", _masked_crc(header)) + data + struct.pack("<I", _masked_crc(data))
-
-
 class TensorBoardWriter:
+    """Scalars into ``log_dir`` through tensorboardX (no TensorFlow needed); non-finite values are
+    left out, as TensorBoard cannot plot them."""
+
     def __init__(self, log_dir: Path):
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.path = log_dir / f"events.out.tfevents.{int(time.time())}.grit-ray"
-        self._f = self.path.open("ab")
-        self._f.write(tfrecord(event_bytes(0, time.time(), file_version="brain.Event:2")))
+        from tensorboardX import SummaryWriter
+
+        self._writer = SummaryWriter(logdir=str(log_dir), flush_secs=10)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
-        finite = {k: float(v) for k, v in values.items() if isinstance(v, int | float) and math.isfinite(v)}
-        self._f.write(tfrecord(event_bytes(step, time.time(), finite)))
-        self._f.flush()
+        for tag, v in values.items():
+            if isinstance(v, int | float) and math.isfinite(v):
+                self._writer.add_scalar(tag, float(v), global_step=step)
+        self._writer.flush()
 
     def close(self) -> None:
-        self._f.close()
+        self._writer.close()
 
 
 # ---------------------------------------------------------------------------------------------

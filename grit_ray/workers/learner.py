@@ -15,7 +15,6 @@ import math
 import os
 import shutil
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,10 +22,11 @@ from typing import Any, TypeVar
 import torch
 
 from grit_ray.algo.grpo import BatchTotals, LossSettings, policy_loss
+from grit_ray.algo.stats import LearnerStats
 from grit_ray.config import GritConfig, ZeroStage
-from grit_ray.algo.experience import PromptEncoder, TrainSample, collate, completion_logprobs, micro_batches
+from grit_ray.algo.experience import TrainSample, collate, completion_logprobs, micro_batches
 from grit_ray.workers.hardware import apply_env, deepspeed_env, resolve_comm_backend, resolve_device, resolve_dtype
-from grit_ray.models.tiny import forbidden_token_ids
+from grit_ray.models import adapter_for
 from grit_ray.workers.weight_sync import Bucket, TensorMeta, pack_into, plan_buckets
 
 # Files that make a saved model directory loadable besides the weights (copied from the source).
@@ -36,7 +36,6 @@ _MODEL_SIDE_FILES = (
     "processor_config.json", "video_preprocessor_config.json", "added_tokens.json",
 )
 R = TypeVar("R")
-VISION_TOWER_NAMES = ("visual", "vision_tower", "vision_model")  # Qwen2.5-VL, InternVL3 (HF), others
 
 
 def deepspeed_config(cfg: GritConfig, world_size: int, device: str) -> dict[str, Any]:
@@ -67,14 +66,6 @@ def lr_multiplier(step: int, warmup_steps: int, total_steps: int, schedule: str)
         return 1.0
     progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def vision_tower(model: torch.nn.Module) -> torch.nn.Module | None:
-    for owner in (getattr(model, "model", None), model):
-        for name in VISION_TOWER_NAMES:
-            if owner is not None and isinstance(getattr(owner, name, None), torch.nn.Module):
-                return getattr(owner, name)
-    return None
 
 
 class PolicyLearner:
@@ -112,7 +103,8 @@ class PolicyLearner:
                                                                trust_remote_code=cfg.model.trust_remote_code)
 
         model = load()
-        if cfg.learner.freeze_vision_tower and (tower := vision_tower(model)) is not None:
+        adapter = adapter_for(cfg.model.family)
+        if cfg.learner.freeze_vision_tower and (tower := adapter.vision_tower(model)) is not None:
             tower.requires_grad_(False)
         if cfg.learner.gradient_checkpointing:
             model.gradient_checkpointing_enable()
@@ -138,7 +130,7 @@ class PolicyLearner:
                 self.reference = ref.to(self.device)
 
         processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code)
-        self.encoder = PromptEncoder(processor, cfg.model.min_pixels, cfg.model.max_pixels)
+        self.encoder = adapter.prompt_encoder(processor, cfg.model.min_pixels, cfg.model.max_pixels)
         self.pad_id = processor.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = processor.tokenizer.eos_token_id
@@ -147,17 +139,17 @@ class PolicyLearner:
                                           alg.is_correction, alg.is_cap, alg.kl_ratio_correction)
         self.temperature = cfg.rollout.temperature if alg.scale_logits_by_temperature else 1.0
         # the rollout engines never sample vision placeholders; score the same distribution
-        self.suppressed = torch.tensor(forbidden_token_ids(processor.tokenizer), dtype=torch.long)
+        self.suppressed = torch.tensor(adapter.forbidden_token_ids(processor.tokenizer), dtype=torch.long)
         self.step = 0
         self.startup_s = time.perf_counter() - started
 
     # ------------------------------------------------------------------ training
 
-    def train_step(self, samples: list[TrainSample], totals: BatchTotals) -> dict[str, float]:
-        """One optimizer step over this rank's shard. Returns metric sums (the group reduces them)."""
+    def train_step(self, samples: list[TrainSample], totals: BatchTotals) -> LearnerStats:
+        """One optimizer step over this rank's shard. Returns this rank's sums (the group reduces them)."""
         started = time.perf_counter()
         self.engine.train()
-        sums: dict[str, float] = defaultdict(float)
+        stats = LearnerStats()
         chunks = micro_batches(samples, self.cfg.learner.micro_batch_size)
         for i, chunk in enumerate(chunks):
             batch = collate(chunk, self.encoder, self.pad_id).to(self.device)
@@ -168,23 +160,23 @@ class PolicyLearner:
             self.engine.set_gradient_accumulation_boundary(i == len(chunks) - 1)
             entropy: list[torch.Tensor] = []
             logp = completion_logprobs(self.engine, batch, self.temperature, self.suppressed, entropy)
-            sums["entropy_sum"] += float((entropy[0] * batch.completion_mask * batch.weights.unsqueeze(1)).sum())
+            entropy_sum = float((entropy[0] * batch.completion_mask * batch.weights.unsqueeze(1)).sum())
+            stats.entropy_mean = (stats.entropy_mean or 0.0) + entropy_sum
             loss, metrics = policy_loss(logp, logp.detach(), batch.advantages, batch.completion_mask, totals,
                                         self.loss_settings, ref_logp, batch.rollout_logp, batch.weights)
             # DeepSpeed averages gradients over ranks; the loss is already this micro-batch's share.
             self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
-            sums["loss"] += float(loss.detach())
-            for k, v in metrics.items():
-                sums[k] = max(sums[k], float(v)) if k.endswith("_max") else sums[k] + float(v)
-        lr = float(self.scheduler.get_last_lr()[0])  # the rate this step applies
+            stats.loss += float(loss.detach())
+            stats.accumulate(metrics)
+        stats.lr = float(self.scheduler.get_last_lr()[0])  # the rate this step applies
         self.engine.step()
         self.encoder.clear()
         self.step += 1
         grad_norm = self.engine.get_global_grad_norm()
-        sums.update(grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
-                    lr=lr, micro_batches=len(chunks),
-                    train_s=time.perf_counter() - started)
-        return dict(sums)
+        stats.grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
+        stats.micro_batches = float(len(chunks))
+        stats.train_s = time.perf_counter() - started
+        return stats
 
     # ------------------------------------------------------------------ weights out
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import ray
-import torch
 
 from grit_ray.config import GritConfig
 from grit_ray.algo.experience import TrainSample, totals_of
+from grit_ray.algo.stats import LearnerStats
 from grit_ray.workers.learner import PolicyLearner
 from grit_ray.workers.weight_sync import Bucket, ChannelSpec, WeightSender
 
@@ -37,18 +37,8 @@ class LearnerActor:
         self.learner = PolicyLearner(cfg, model_path, rank, world_size, addr, port)
         return self.learner.startup_s
 
-    def train_step(self, samples: list[TrainSample], totals) -> dict[str, float]:
+    def train_step(self, samples: list[TrainSample], totals) -> LearnerStats:
         return self.learner.train_step(samples, totals)
-
-    def full_weights(self, bucket_mb: float) -> dict[str, torch.Tensor]:
-        """The whole model on rank 0 (others return {}); for tests and small models."""
-        plan = self.learner.weight_plan(bucket_mb)
-        return {n: t for bucket in self.learner.gathered_buckets(plan) for n, t in bucket}
-
-    def bucket_sizes(self, bucket_mb: float) -> list[int]:
-        """Bytes per gathered bucket on rank 0 (others: [])."""
-        plan = self.learner.weight_plan(bucket_mb)
-        return [sum(t.numel() * t.element_size() for _, t in b) for b in self.learner.gathered_buckets(plan) if b]
 
     # weight sync: every rank gathers; rank 0 also sends
     def weight_plan(self, bucket_mb: float, trainable_only: bool) -> list[Bucket]:
@@ -70,9 +60,6 @@ class LearnerActor:
             return {"refs": [], "send_s": time.perf_counter() - started}
         refs = self.sender.send(flats)
         return {"refs": refs, "send_s": time.perf_counter() - started}
-
-    def raw_send(self) -> list:
-        return self.sender.raw_send(self.learner.device) if self.sender else []
 
     def save_hf_model(self, out_dir: str, bucket_mb: float) -> str | None:
         out = self.learner.save_hf_model(out_dir, bucket_mb)
@@ -97,30 +84,10 @@ def shard_samples(samples: list[TrainSample], ranks: int, micro_batch_size: int)
     return [padded[r * per_rank:(r + 1) * per_rank] for r in range(ranks)]
 
 
-def reduce_rank_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
-    """Metric sums from every rank -> batch metrics (means over real completion tokens)."""
-    total: dict[str, float] = {}
-    for m in per_rank:
-        for k, v in m.items():
-            if k.endswith("_max") or k == "train_s":
-                total[k] = max(total.get(k, v), v)
-            elif k in ("grad_norm", "lr"):  # identical on every rank after the step
-                total[k] = v
-            elif k == "micro_batches":
-                total[k] = v
-            else:
-                total[k] = total.get(k, 0.0) + v
-    tokens = max(total.pop("token_sum", 0.0), 1.0)
-    for name in ("kl", "is_weight", "logp_gap", "logp_abs_gap", "entropy"):
-        if f"{name}_sum" in total:
-            total[f"{name}_mean"] = total.pop(f"{name}_sum") / tokens
-    total["clip_fraction"] = total.pop("clipped_token_sum", 0.0) / tokens
-    total["tokens"] = tokens
-    return total
-
-
 class LearnerGroup:
     """Driver-side handle on N learner actors (data parallel)."""
+
+    actor_class: type = LearnerActor  # testing/ swaps in a subclass with inspection hooks
 
     def __init__(self, cfg: GritConfig, model_path: str, num_actors: int | None = None,
                  actor_options: dict[str, Any] | None = None, per_actor_options: list[dict] | None = None):
@@ -129,7 +96,7 @@ class LearnerGroup:
         options = {"num_cpus": cfg.resources.cpus_per_actor, "num_gpus": cfg.resources.gpus_per_learner}
         options.update(actor_options or {})
         placed = per_actor_options or [{}] * self.size  # e.g. a placement-group bundle per rank
-        self.actors = [ray.remote(LearnerActor).options(**options, **placed[r]).remote() for r in range(self.size)]
+        self.actors = [ray.remote(self.actor_class).options(**options, **placed[r]).remote() for r in range(self.size)]
         addr, port = ray.get(self.actors[0].rendezvous_address.remote())
         self.startup_s = max(ray.get([a.setup.remote(cfg, model_path, r, self.size, addr, port)
                                       for r, a in enumerate(self.actors)]))
@@ -137,15 +104,12 @@ class LearnerGroup:
     def _all(self, method: str, *args) -> list[Any]:
         return ray.get([getattr(a, method).remote(*args) for a in self.actors])
 
-    def train_step(self, samples: list[TrainSample]) -> dict[str, float]:
+    def train_step(self, samples: list[TrainSample]) -> LearnerStats:
         """One optimizer step over the whole batch; advantages must already be set."""
         totals = totals_of(samples)
         shards = shard_samples(samples, self.size, self.cfg.learner.micro_batch_size)
         results = ray.get([a.train_step.remote(s, totals) for a, s in zip(self.actors, shards)])
-        return reduce_rank_metrics(results)
-
-    def full_weights(self, bucket_mb: float | None = None) -> dict[str, torch.Tensor]:
-        return self._all("full_weights", bucket_mb or self.cfg.weight_sync.bucket_mb)[0]
+        return LearnerStats.reduce(results)
 
     def save_hf_model(self, out_dir: str | Path) -> Path:
         return Path(self._all("save_hf_model", str(out_dir), self.cfg.weight_sync.bucket_mb)[0])

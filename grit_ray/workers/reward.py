@@ -21,52 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from grit_ray.config import GritConfig, JudgeFailurePolicy, JudgeKind, PromptTemplate, RewardConfig
-from grit_ray.grit.grounding import answer_text
-from grit_ray.judge.llm import JudgeRequest, JudgeResult, MissingAPIKey, Secret, key_from_env, make_judge, rule_score
-from grit_ray.grit.prompts import user_text
-from grit_ray.grit.rewards import RewardInput, RewardSet, import_by_path
-
-
-@dataclass
-class RewardItem:
-    """What a reward actor needs to score one completion."""
-
-    group_id: int
-    index: int
-    question: str
-    reference: str
-    dataset: str
-    completion: str
-    token_ids: list[int] = field(default_factory=list)
-    image: bytes | None = None  # only when the judge is to see the image
-    template: PromptTemplate = PromptTemplate.GRIT  # how the question was asked (direct: the whole reply answers)
-
-
-@dataclass
-class ScoredCompletion:
-    group_id: int
-    index: int
-    reward: float | None  # None: unknown (the judge failed); never a silent 0
-    components: dict[str, float | None]
-    judge_status: str  # ok | failed | fallback | not_asked (no <answer>: nothing to judge)
-    judge_error: str | None = None
-    judge_attempts: int = 0
-    cached: bool = False
-    seconds: float = 0.0
-    judge_score: float | None = None  # the raw judge score (ACC averages it unbinarised)
-
-    @property
-    def failure_reason(self) -> str | None:
-        """The error's kind without details: 'timeout', 'HTTP 500', 'unparsable reply', ..."""
-        if self.judge_error is None:
-            return None
-        return self.judge_error.split(" after ")[0].split(":")[0]
+from grit_ray.config import GritConfig, JudgeFailurePolicy, JudgeKind, RewardConfig
+from grit_ray.grit.rewards import RewardSet, import_by_path
+from grit_ray.judge import make_judge
+from grit_ray.judge.protocol import JudgeRequest, JudgeResult, JudgeStatus
+from grit_ray.judge.scoring import CompletionScorer, RewardItem, ScoredCompletion
+from grit_ray.judge.secrets import MissingAPIKey, Secret, key_from_env
 
 
 class RewardActor:
@@ -76,7 +40,8 @@ class RewardActor:
         self.cfg = reward
         self.reward_set = RewardSet.build(reward.preset, reward.weights, reward.extra_components)
         self.judge = make_judge(reward.judge, api_key)
-        self.counting = {d.lower() for d in counting_datasets}
+        self.scorer = CompletionScorer(self.reward_set, self.judge, counting_datasets, reward.judge.on_failure,
+                                       judge_call=self._judge)
         self._cache: dict[str, asyncio.Future] = {}
         self.stats: Counter = Counter()
 
@@ -101,33 +66,19 @@ class RewardActor:
         self.stats["judge_calls"] += 1
         try:
             result = await self.judge.judge(req)
-        except BaseException as e:  # never leave waiters hanging
-            result = JudgeResult("failed", error=f"{type(e).__name__}: {e}")
+        except asyncio.CancelledError:  # waiters are cancelled with the call, and nothing is cached
+            del self._cache[key]
+            fut.cancel()
+            raise
+        except Exception as e:  # a judge bug fails this call, not the actor; waiters get the failure
+            result = JudgeResult(JudgeStatus.FAILED, error=f"{type(e).__name__}: {e}")
         fut.set_result(result)
-        if result.status != "ok":
+        if result.status is not JudgeStatus.OK:
             del self._cache[key]
         return result, False
 
     async def score(self, item: RewardItem) -> ScoredCompletion:
-        started = time.perf_counter()
-        ans = answer_text(item.completion)
-        if ans is None and item.template is PromptTemplate.DIRECT:
-            ans = item.completion  # the paper's direct-query baseline: the reply is the answer
-        status, error, attempts, cached, judge_score = "not_asked", None, 0, False, None
-        if ans is not None:
-            # as released: the judge sees the whole user text, suffix included
-            req = JudgeRequest(user_text(item.question, item.template), item.reference, ans.strip(), item.image)
-            result, cached = await self._judge(req)
-            status, error, attempts = result.status, result.error, result.attempts
-            if result.status == "ok":
-                judge_score = result.score
-            elif self.cfg.judge.on_failure is JudgeFailurePolicy.RULE_FALLBACK:
-                judge_score, status = rule_score(ans, item.reference), "fallback"
-        x = RewardInput(item.completion, item.reference, item.dataset.lower() in self.counting, judge_score,
-                        item.token_ids or None)
-        values, total = self.reward_set.score(x)
-        return ScoredCompletion(item.group_id, item.index, total, values, status, error, attempts, cached,
-                                time.perf_counter() - started, judge_score)
+        return await self.scorer.score(item)
 
     def counters(self) -> dict[str, float]:
         out = {k: float(v) for k, v in self.stats.items()}
@@ -191,7 +142,7 @@ class RewardPool:
         by_key = {(s.group_id, s.index): s for s in scored}
         metrics: Counter = Counter()
         for s in scored:
-            metrics[f"judge_{s.judge_status}"] += 1
+            metrics[f"judge_{s.judge_status.value}"] += 1
             metrics["judge_cache_hits"] += int(s.cached)
             if s.reward is None:
                 metrics[f"judge_failed/{s.failure_reason}"] += 1

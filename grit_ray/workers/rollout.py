@@ -5,7 +5,7 @@ Two backends behind one interface (``rollout.backend``):
   it finishes (the reward service starts on it while the rest still generate);
 - ``HFGenerator``: transformers ``generate``, for models vLLM lacks and for debugging.
 
-Both build prompts through the learner's ``PromptEncoder`` (same processor, same pixel limits),
+Both build prompts through the model family's ``PromptEncoder`` (same processor, same pixel limits),
 forbid the vision placeholder tokens, stop at ``rollout.stop`` strings (kept in the text), and
 report the sampled tokens' log-probs under the *tempered* distribution when the learner scores
 at the rollout temperature, so the two engines' numbers are comparable. ``RolloutWorker`` is the
@@ -24,12 +24,9 @@ import torch
 
 from grit_ray.config import GritConfig, RolloutBackend
 from grit_ray.data.rows import DataError, Row
-from grit_ray.algo.experience import PromptEncoder
 from grit_ray.workers.hardware import apply_env, resolve_device, resolve_dtype, vllm_env
 from grit_ray.grit.prompts import chat_messages
-from grit_ray.models.tiny import forbidden_token_ids, forbidden_tokens
-
-IMAGE_PAD = "<|image_pad|>"  # Qwen2-VL family; the processor expands one into one token per merged patch
+from grit_ray.models import adapter_for
 
 
 @dataclass
@@ -67,18 +64,6 @@ class GroupResult:
     completions: list[Completion]
 
 
-def collapse_image_pads(token_ids: list[int], pad_id: int) -> list[int]:
-    """Runs of the image-pad token -> one pad each. The HF processor expands the placeholder to one
-    token per image patch; vLLM expands it itself, so an expanded prompt would be expanded twice
-    ("image features and image tokens do not match")."""
-    out: list[int] = []
-    for t in token_ids:
-        if t == pad_id and out and out[-1] == pad_id:
-            continue
-        out.append(t)
-    return out
-
-
 def group_results(requests: list[PromptRequest], samples: Iterable[SampledCompletion]) -> list[GroupResult]:
     """Collect a stream into groups, in request order, completions in index order."""
     by_group: dict[int, list[SampledCompletion]] = {r.group_id: [] for r in requests}
@@ -102,10 +87,10 @@ class Generator(abc.ABC):
         self.dtype = resolve_dtype(cfg.model.dtype, self.device)
         processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code)
         self.tokenizer = processor.tokenizer
-        self.encoder = PromptEncoder(processor, cfg.model.min_pixels, cfg.model.max_pixels)
-        self.image_pad_id = self.tokenizer.convert_tokens_to_ids(IMAGE_PAD)
-        self.forbidden = forbidden_tokens(self.tokenizer)
-        self.forbidden_ids = forbidden_token_ids(self.tokenizer)
+        self.adapter = adapter_for(cfg.model.family)
+        self.encoder = self.adapter.prompt_encoder(processor, cfg.model.min_pixels, cfg.model.max_pixels)
+        self.forbidden = self.adapter.forbidden_tokens(self.tokenizer)
+        self.forbidden_ids = self.adapter.forbidden_token_ids(self.tokenizer)
         # log-probs on the scale the learner uses (see docs/algorithm.md, "Temperature")
         self.tempered_logprobs = cfg.algorithm.scale_logits_by_temperature
 
@@ -154,7 +139,7 @@ class VLLMGenerator(Generator):
             enforce_eager=ro.enforce_eager,
             max_model_len=ro.max_model_len,
             limit_mm_per_prompt={"image": 1},
-            mm_processor_kwargs={"min_pixels": cfg.model.min_pixels, "max_pixels": cfg.model.max_pixels},
+            mm_processor_kwargs=self.adapter.engine_mm_kwargs(cfg.model.min_pixels, cfg.model.max_pixels),
             seed=ro.seed,
             trust_remote_code=cfg.model.trust_remote_code,
             logprobs_mode="processed_logprobs" if self.tempered_logprobs else "raw_logprobs",
@@ -180,11 +165,12 @@ class VLLMGenerator(Generator):
         )
 
     def engine_prompt(self, prompt: str, row: Row) -> dict:
-        """Token-id prompt through the learner's processor path, image pads collapsed for vLLM."""
+        """Token-id prompt through the learner's processor path, laid out as the engine expects."""
         image = row.open_image()
         ids = self.encoder.encode_image(prompt, image)["input_ids"][0].tolist()
         self.check_length(len(ids), row)
-        return {"prompt_token_ids": collapse_image_pads(ids, self.image_pad_id), "multi_modal_data": {"image": image}}
+        return {"prompt_token_ids": self.adapter.engine_prompt_ids(ids, self.tokenizer),
+                "multi_modal_data": {"image": image}}
 
     def stream(self, requests, greedy=False):
         params = self._params(greedy)
@@ -332,23 +318,16 @@ class RolloutWorker:
     def startup_seconds(self) -> float:
         return self.startup_s
 
+    def device(self) -> str:
+        """The device this worker resolved for itself (the driver's host may have none)."""
+        return self.generator.device
+
     def stream(self, requests: list[PromptRequest], greedy: bool = False) -> Iterator[SampledCompletion]:
         for req, k, prompt, comp in self.generator.stream(requests, greedy):
             yield SampledCompletion(req.group_id, k, prompt, comp, self.index, self.weights_version)
 
     def generate(self, requests: list[PromptRequest], greedy: bool = False) -> list[GroupResult]:
         return group_results(requests, self.stream(requests, greedy))
-
-    def engine_prompt_ids(self, row: Row) -> list[int]:
-        """The prompt ids as the engine expanded them (vLLM) - for checking image-token counts."""
-        gen = self.generator
-        prompt = gen.prompt_text(row.question)
-        if isinstance(gen, VLLMGenerator):
-            from vllm import SamplingParams
-
-            out = gen.llm.generate([gen.engine_prompt(prompt, row)], SamplingParams(max_tokens=1), use_tqdm=False)
-            return list(out[0].prompt_token_ids)
-        return gen.encoder.encode(prompt, row.image, row.where)["input_ids"][0].tolist()
 
     # weight sync: the receiver object (weight_sync.py) pulls buckets and feeds the generator
     def attach_receiver(self, receiver) -> None:
@@ -367,10 +346,6 @@ class RolloutWorker:
     def receive_weights_from_refs(self, refs: list, version: int) -> dict[str, float]:
         return self._load(self.sync.receive_refs(refs), version)
 
-    def raw_receive(self, refs: list) -> float:
-        """Benchmark baseline: receive a sync's bytes over the sync transport and load nothing."""
-        return self.sync.raw_receive(refs)
-
 
 class RolloutPool:
     """Driver-side handle on N rollout actors. Whole groups go to the least-loaded worker (a group
@@ -381,13 +356,12 @@ class RolloutPool:
                  actor_options: dict | None = None, per_actor_options: list[dict] | None = None):
         import ray
 
-        device = resolve_device(cfg.model.device)
-        options = {"num_cpus": cfg.resources.cpus_per_actor, "num_gpus": cfg.resources.gpus_per_rollout_worker,
-                   "runtime_env": {"env_vars": vllm_env(device, cfg.rollout.cpu_kv_cache_gib)}}
+        # the engine's environment is set inside the worker (VLLMGenerator), for the device it has
+        options = {"num_cpus": cfg.resources.cpus_per_actor, "num_gpus": cfg.resources.gpus_per_rollout_worker}
         options.update(actor_options or {})
         n = num_workers or cfg.rollout.num_workers
         placed = per_actor_options or [{}] * n  # e.g. a placement-group bundle per worker
-        self.workers = [ray.remote(RolloutWorker).options(**options, **placed[i]).remote(cfg, model_path, i)
+        self.workers = [ray.remote(self.worker_class).options(**options, **placed[i]).remote(cfg, model_path, i)
                         for i in range(n)]
         self.startup_s = max(ray.get([w.startup_seconds.remote() for w in self.workers]))
 

@@ -24,6 +24,9 @@ from datetime import timedelta
 
 import torch
 
+from grit_ray.config import CommBackend, Device
+from grit_ray.workers.hardware import resolve_comm_backend, resolve_device
+
 _DTYPES = {str(t): t for t in (torch.float32, torch.bfloat16, torch.float16, torch.float64, torch.int64,
                                torch.int32, torch.uint8, torch.int8, torch.bool)}
 
@@ -105,7 +108,8 @@ class ChannelSpec:
     port: int
     rank: int
     world_size: int
-    backend: str  # "gloo" or "nccl"
+    backend: CommBackend  # resolved by each member for its own device (auto: nccl on a GPU)
+    device: Device
     timeout_s: float
 
 
@@ -123,7 +127,7 @@ class BroadcastChannel:
         store = torch.distributed.TCPStore(s.host, s.port, s.world_size, is_master=s.rank == 0, timeout=timeout,
                                            wait_for_workers=True)
         store = torch.distributed.PrefixStore("grit-ray-weight-sync", store)
-        if s.backend == "nccl":
+        if resolve_comm_backend(s.backend, resolve_device(s.device)) == "nccl":
             self.group = torch.distributed.ProcessGroupNCCL(store, s.rank, s.world_size, timeout)
         else:
             self.group = torch.distributed.ProcessGroupGloo(store, s.rank, s.world_size, timeout)
@@ -167,30 +171,19 @@ class WeightSender:
             in_flight[0].wait()
         return refs
 
-    def raw_send(self, device: str) -> list:
-        """Benchmark baseline: the plan's bytes, bucket by bucket, over the same transport, from one
-        reused buffer: nothing gathered, packed or loaded."""
-        import ray
-
-        buf = torch.ones(max(b.nbytes for b in self.plan), dtype=torch.uint8, device=device)
-        refs = []
-        for bucket in self.plan:
-            if self.channel:
-                self.channel.broadcast(buf[:bucket.nbytes])
-            else:
-                refs.append(ray.put(buf[:bucket.nbytes].cpu()))
-        return refs
-
 
 class WeightReceiver:
     """Lives in each rollout worker; yields (name, tensor) lazily, one bucket at a time."""
 
-    def __init__(self, plan: list[Bucket], channel: ChannelSpec | None, device: str):
+    def __init__(self, plan: list[Bucket], channel: ChannelSpec | None, device: Device):
         self.plan = plan
         self.channel = BroadcastChannel(channel) if channel else None
-        self.device = device
+        self.device_setting = device
+        self.device = "cpu"
 
     def connect(self) -> None:
+        """Runs in the rollout worker: the device is that process's, not the driver's."""
+        self.device = resolve_device(self.device_setting)
         if self.channel:
             self.channel.connect()
 
@@ -215,18 +208,6 @@ class WeightReceiver:
         for ref, bucket in zip(refs, self.plan):
             yield from unpack(ray.get(ref).to(self.device), bucket)
 
-    def raw_receive(self, refs: list) -> float:
-        import ray
-
-        started = time.perf_counter()
-        buf = torch.empty(max(b.nbytes for b in self.plan), dtype=torch.uint8, device=self.device)
-        for i, bucket in enumerate(self.plan):
-            if self.channel:
-                self.channel.broadcast(buf[:bucket.nbytes])
-            else:
-                buf[:bucket.nbytes].copy_(ray.get(refs[i]))
-        return time.perf_counter() - started
-
 
 class WeightSync:
     """Driver-side handle: wires learner rank 0 to every rollout worker once, then ``sync()`` after
@@ -236,21 +217,19 @@ class WeightSync:
         import ray
 
         from grit_ray.config import SyncTransport
-        from grit_ray.workers.hardware import resolve_comm_backend, resolve_device
 
         ws = cfg.weight_sync
         self.learners, self.rollout = learners, rollout
         self.broadcast = ws.transport is SyncTransport.BROADCAST
         self.plan: list[Bucket] = ray.get(learners.actors[0].weight_plan.remote(ws.bucket_mb, True))
         self.nbytes = sum(b.nbytes for b in self.plan)
-        device = resolve_device(cfg.model.device)
         specs: list[ChannelSpec | None] = [None] * (1 + len(rollout.workers))
         if self.broadcast:
             host, port = ray.get(learners.actors[0].rendezvous_address.remote())
-            backend = resolve_comm_backend(cfg.learner.comm_backend, device)
-            specs = [ChannelSpec(host, port, r, len(specs), backend, ws.timeout_s) for r in range(len(specs))]
+            specs = [ChannelSpec(host, port, r, len(specs), cfg.learner.comm_backend, cfg.model.device, ws.timeout_s)
+                     for r in range(len(specs))]
         calls = [a.prepare_sync.remote(self.plan, specs[0] if i == 0 else None) for i, a in enumerate(learners.actors)]
-        calls += [w.attach_receiver.remote(WeightReceiver(self.plan, specs[i + 1], device))
+        calls += [w.attach_receiver.remote(WeightReceiver(self.plan, specs[i + 1], cfg.model.device))
                   for i, w in enumerate(rollout.workers)]
         ray.get(calls)  # all members of the sync group connect together
         self.version = 0
@@ -272,17 +251,3 @@ class WeightSync:
         wall = time.perf_counter() - started
         return {"sync_s": wall, "sync_bytes": float(self.nbytes), "sync_gb_per_s": self.nbytes / wall / 1e9,
                 "sync_tensors": float(received[0]["loaded_tensors"]), "weights_version": float(self.version)}
-
-    def raw_transfer(self) -> float:
-        """A sync's bytes in the same buckets over the same transport, nothing gathered, packed or
-        loaded: the physical limit a sync is measured against."""
-        import ray
-
-        started = time.perf_counter()
-        send = self.learners.actors[0].raw_send.remote()
-        if self.broadcast:
-            ray.get([w.raw_receive.remote([]) for w in self.rollout.workers] + [send])
-        else:
-            refs = ray.get(send)
-            ray.get([w.raw_receive.remote(refs) for w in self.rollout.workers])
-        return time.perf_counter() - started

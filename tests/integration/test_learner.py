@@ -13,10 +13,12 @@ import torch
 from grit_ray.algo.grpo import LossSettings, policy_loss
 from grit_ray.config import DataSource, SynthSpec, load_config
 from grit_ray.data.rows import RowStream
-from grit_ray.algo.experience import PromptEncoder, TrainSample, assign_advantages, collate, completion_logprobs, totals_of
-from grit_ray.workers.learner_group import LearnerGroup
+from grit_ray.config import ModelFamily
+from grit_ray.models import adapter_for
+from grit_ray.algo.experience import TrainSample, assign_advantages, collate, completion_logprobs, totals_of
 from grit_ray.grit.prompts import chat_messages
 from grit_ray.data.synth import write_synth
+from grit_ray.testing.hooks import InspectableLearnerGroup
 
 pytestmark = pytest.mark.ray
 
@@ -71,7 +73,7 @@ def _surrogate(model_dir, weights, samples, old_logp):
     model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
     model.load_state_dict(weights)
     proc = AutoProcessor.from_pretrained(model_dir)
-    batch = collate(samples, PromptEncoder(proc, 3136, 12544), proc.tokenizer.pad_token_id)
+    batch = collate(samples, adapter_for(ModelFamily.QWEN2_5_VL).prompt_encoder(proc, 3136, 12544), proc.tokenizer.pad_token_id)
     with torch.no_grad():
         logp = completion_logprobs(model, batch, 0.9)
     old = logp if old_logp is None else old_logp
@@ -83,7 +85,7 @@ def _surrogate(model_dir, weights, samples, old_logp):
 def test_loss_decreases_on_a_fixed_batch_zero2_without_reference(tiny_model_dir, data_dir):
     cfg = _cfg(**{"learner.zero_stage": 2, "learner.num_actors": 1, "algorithm.kl_beta": 0.0})
     samples = _batch(tiny_model_dir, data_dir, 0, cfg)
-    group = LearnerGroup(cfg, str(tiny_model_dir))
+    group = InspectableLearnerGroup(cfg, str(tiny_model_dir))
     try:
         before, old = _surrogate(tiny_model_dir, group.full_weights(), samples, None)
         losses, metrics = [before], []
@@ -106,7 +108,7 @@ def test_two_actors_equal_one_actor_with_the_whole_batch(tiny_model_dir, data_di
     samples = _batch(tiny_model_dir, data_dir, 1, cfg1)
     weights, metrics = [], []
     for cfg in (cfg1, cfg2):
-        group = LearnerGroup(cfg, str(tiny_model_dir))
+        group = InspectableLearnerGroup(cfg, str(tiny_model_dir))
         try:
             metrics.append(group.train_step(samples))
             weights.append(group.full_weights())
@@ -132,7 +134,7 @@ def _initial(model_dir):
 def test_checkpoint_resume_gives_the_identical_next_step(tiny_model_dir, data_dir, tmp_path):
     cfg = _cfg(**{"learner.zero_stage": 3, "learner.num_actors": 2, "learner.warmup_steps": 2})
     first, second = _batch(tiny_model_dir, data_dir, 2, cfg), _batch(tiny_model_dir, data_dir, 3, cfg)
-    group = LearnerGroup(cfg, str(tiny_model_dir))
+    group = InspectableLearnerGroup(cfg, str(tiny_model_dir))
     try:
         first_metrics = group.train_step(first)
         group.save_checkpoint(tmp_path / "ckpt")
@@ -140,7 +142,7 @@ def test_checkpoint_resume_gives_the_identical_next_step(tiny_model_dir, data_di
         expected = group.full_weights()
     finally:
         group.shutdown()
-    resumed = LearnerGroup(cfg, str(tiny_model_dir))
+    resumed = InspectableLearnerGroup(cfg, str(tiny_model_dir))
     try:
         assert resumed.load_checkpoint(tmp_path / "ckpt") == 1
         got_metrics = resumed.train_step(second)
@@ -160,7 +162,7 @@ def saved_zero3(tiny_model_dir, data_dir, tmp_path_factory):
     rank 0 and rank 1 see, the gathered weights, and the saved HF-format directory."""
     cfg = _cfg(**{"learner.zero_stage": 3, "learner.num_actors": 2, "weight_sync.bucket_mb": 0.25,
                   "learner.lr": 0.05})
-    group = LearnerGroup(cfg, str(tiny_model_dir))
+    group = InspectableLearnerGroup(cfg, str(tiny_model_dir))
     try:
         group.train_step(_batch(tiny_model_dir, data_dir, 4, cfg))
         sizes = [ray.get(a.bucket_sizes.remote(0.25)) for a in group.actors]
@@ -221,7 +223,7 @@ def test_saved_model_loads_in_vllm_and_decodes_like_transformers(saved_zero3, ti
 def test_frozen_vision_tower_stays_put_and_is_left_out_of_the_sync_plan(tiny_model_dir, data_dir):
     cfg = _cfg(**{"learner.zero_stage": 3, "learner.num_actors": 1, "learner.freeze_vision_tower": True,
                   "algorithm.kl_beta": 0.0})
-    group = LearnerGroup(cfg, str(tiny_model_dir))
+    group = InspectableLearnerGroup(cfg, str(tiny_model_dir))
     try:
         every = ray.get(group.actors[0].weight_plan.remote(0.25, False))
         trainable = ray.get(group.actors[0].weight_plan.remote(0.25, True))

@@ -7,7 +7,8 @@ from PIL import Image
 from grit_ray.cli import main
 from grit_ray.config import TinyModelSpec
 from grit_ray.grit.prompts import chat_messages
-from grit_ray.models.tiny import VISION_PLACEHOLDER_TOKENS, build_tiny_model, directory_digest
+from grit_ray.models.qwen2_5_vl import VISION_PLACEHOLDER_TOKENS
+from grit_ray.models.tiny import build_tiny_model, directory_digest
 
 
 def test_same_seed_same_bytes(tmp_path, tiny_model_dir):
@@ -48,7 +49,7 @@ def test_loads_with_auto_classes_and_generates_with_an_image(hf):
 
 def test_generation_never_emits_vision_placeholders(hf):
     proc, model = hf
-    ids = set(proc.tokenizer.convert_tokens_to_ids(VISION_PLACEHOLDER_TOKENS))
+    ids = set(proc.tokenizer.convert_tokens_to_ids(list(VISION_PLACEHOLDER_TOKENS)))
     assert set(model.generation_config.suppress_tokens) == ids
     text = proc.apply_chat_template(chat_messages("Count."), add_generation_prompt=True, tokenize=False)
     inputs = proc(text=[text] * 8, images=[Image.new("RGB", (112, 112), (0, 0, 255))] * 8, return_tensors="pt")
@@ -65,7 +66,7 @@ def test_placeholders_would_be_sampled_without_suppression(hf):
     inputs = proc(text=[text], images=[Image.new("RGB", (112, 112), (0, 0, 255))], return_tensors="pt")
     with torch.no_grad():
         probs = model(**inputs).logits[0, -1].softmax(-1)
-    ids = proc.tokenizer.convert_tokens_to_ids(VISION_PLACEHOLDER_TOKENS)
+    ids = proc.tokenizer.convert_tokens_to_ids(list(VISION_PLACEHOLDER_TOKENS))
     assert probs[ids].sum() > 1e-4
 
 
@@ -77,8 +78,10 @@ def test_tiny_metadata(tiny_model_dir):
 def test_forbidden_tokens_are_the_placeholders_the_tokenizer_has(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from grit_ray.models.tiny import forbidden_token_ids, forbidden_tokens
+    from grit_ray.config import ModelFamily
+    from grit_ray.models import adapter_for
 
+    adapter = adapter_for(ModelFamily.QWEN2_5_VL)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    assert forbidden_tokens(tok) == VISION_PLACEHOLDER_TOKENS  # InternVL's <IMG_CONTEXT> is not in this vocab
-    assert forbidden_token_ids(tok) == tok.convert_tokens_to_ids(VISION_PLACEHOLDER_TOKENS)
+    assert adapter.forbidden_tokens(tok) == list(VISION_PLACEHOLDER_TOKENS)
+    assert adapter.forbidden_token_ids(tok) == tok.convert_tokens_to_ids(list(VISION_PLACEHOLDER_TOKENS))

@@ -22,7 +22,8 @@ from grit_ray.algo.grpo import (
 from grit_ray.config import AlgorithmConfig, LossAggregation
 from grit_ray.algo.experience import TrainSample, assign_advantages, totals_of
 from grit_ray.workers.learner import lr_multiplier
-from grit_ray.workers.learner_group import reduce_rank_metrics, shard_samples
+from grit_ray.algo.stats import LearnerStats
+from grit_ray.workers.learner_group import shard_samples
 
 
 def test_group_advantages_by_hand():
@@ -194,13 +195,18 @@ def test_shards_are_equal_and_fillers_keep_totals():
 
 
 def test_rank_metric_reduction():
-    ranks = [{"loss": 0.25, "kl_sum": 1.0, "token_sum": 10, "clipped_token_sum": 1, "is_weight_max": 2.0,
-              "grad_norm": 3.0, "lr": 1e-5, "micro_batches": 2, "train_s": 1.0},
-             {"loss": 0.5, "kl_sum": 3.0, "token_sum": 30, "clipped_token_sum": 3, "is_weight_max": 2.5,
-              "grad_norm": 3.0, "lr": 1e-5, "micro_batches": 2, "train_s": 1.5}]
-    m = reduce_rank_metrics(ranks)
-    assert m["loss"] == 0.75 and m["kl_mean"] == 0.1 and m["clip_fraction"] == 0.1
-    assert m["is_weight_max"] == 2.5 and m["train_s"] == 1.5 and m["tokens"] == 40 and m["grad_norm"] == 3.0
+    ranks = []
+    for loss_metrics, loss, train_s in (({"kl_sum": 1.0, "token_sum": 10, "clipped_token_sum": 1, "is_weight_max": 2.0}, 0.25, 1.0),
+                                        ({"kl_sum": 3.0, "token_sum": 30, "clipped_token_sum": 3, "is_weight_max": 2.5}, 0.5, 1.5)):
+        rank = LearnerStats(loss=loss, grad_norm=3.0, lr=1e-5, micro_batches=2, train_s=train_s)
+        rank.accumulate(loss_metrics)
+        ranks.append(rank)
+    m = LearnerStats.reduce(ranks)
+    assert m.loss == 0.75 and m.kl_mean == 0.1 and m.clip_fraction == 0.1
+    assert m.is_weight_max == 2.5 and m.train_s == 1.5 and m.tokens == 40 and m.grad_norm == 3.0
+    # the driver's names come from the same table; what was not measured is not logged
+    logged = m.metrics()
+    assert logged["train/kl"] == 0.1 and logged["train/tokens"] == 40 and "train/is_weight_mean" not in logged
 
 
 def test_lr_schedule():

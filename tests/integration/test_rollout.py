@@ -13,11 +13,13 @@ import torch
 
 from grit_ray.config import DataSource, load_config
 from grit_ray.data.rows import RowStream
-from grit_ray.algo.experience import PromptEncoder, TrainSample, assign_advantages, collate, completion_logprobs
-from grit_ray.workers.learner_group import LearnerGroup
-from grit_ray.workers.rollout import HFGenerator, PromptRequest, RolloutPool, collapse_image_pads
-from grit_ray.models.tiny import VISION_PLACEHOLDER_TOKENS
+from grit_ray.config import ModelFamily
+from grit_ray.models import adapter_for
+from grit_ray.algo.experience import TrainSample, assign_advantages, collate, completion_logprobs
+from grit_ray.workers.rollout import HFGenerator, PromptRequest, RolloutPool
+from grit_ray.models.qwen2_5_vl import VISION_PLACEHOLDER_TOKENS, collapse_image_pads
 from grit_ray.workers.weight_sync import WeightSync
+from grit_ray.testing.hooks import InspectableLearnerGroup, InspectableRolloutPool
 
 pytestmark = [pytest.mark.vllm, pytest.mark.ray]
 
@@ -48,8 +50,8 @@ def rows(synth_jsonl):
 @pytest.fixture(scope="module")
 def stack(cfg, tiny_model_dir):
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, namespace="grit-ray-rollout-tests")
-    pool = RolloutPool(cfg, str(tiny_model_dir))
-    learners = LearnerGroup(cfg, str(tiny_model_dir))
+    pool = InspectableRolloutPool(cfg, str(tiny_model_dir))
+    learners = InspectableLearnerGroup(cfg, str(tiny_model_dir))
     sync = WeightSync(cfg, learners, pool)
     yield pool, learners, sync
     ray.shutdown()
@@ -92,7 +94,7 @@ def test_groups_stream_from_both_workers(stack, rows, cfg, tiny_model_dir):
     assert per_worker == {0: 16, 1: 16}
     assert all(len({s.worker for s in samples if s.group_id == g}) == 1 for g in per_group)
 
-    forbidden = set(AutoTokenizer.from_pretrained(tiny_model_dir).convert_tokens_to_ids(VISION_PLACEHOLDER_TOKENS))
+    forbidden = set(AutoTokenizer.from_pretrained(tiny_model_dir).convert_tokens_to_ids(list(VISION_PLACEHOLDER_TOKENS)))
     for s in samples:
         c = s.completion
         assert s.prompt.count("<|image_pad|>") == 1 and rows[s.group_id].question in s.prompt
@@ -127,7 +129,7 @@ def test_rollout_logprobs_agree_with_the_learner(stack, rows, cfg, tiny_model_di
     model.load_state_dict(weights)
     train = [TrainSample(s.prompt, rows[s.group_id].image, s.completion.token_ids, 0.0,
                          s.completion.logprobs) for s in samples]
-    batch = collate(train, PromptEncoder(proc, cfg.model.min_pixels, cfg.model.max_pixels), proc.tokenizer.pad_token_id)
+    batch = collate(train, adapter_for(ModelFamily.QWEN2_5_VL).prompt_encoder(proc, cfg.model.min_pixels, cfg.model.max_pixels), proc.tokenizer.pad_token_id)
     suppressed = torch.tensor(proc.tokenizer.convert_tokens_to_ids(list(VISION_PLACEHOLDER_TOKENS)))
     mask = batch.completion_mask
 

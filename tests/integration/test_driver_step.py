@@ -11,7 +11,7 @@ import ray
 
 from grit_ray.config import DataSource, load_config
 from grit_ray.data.rows import RowStream
-from grit_ray.trainer.loop import TrainingStep
+from grit_ray.trainer.step import TrainingStep
 from grit_ray.workers.learner_group import LearnerGroup
 from grit_ray.workers.reward import RewardPool
 from grit_ray.workers.rollout import PromptRequest, RolloutPool
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.ray]
 
 
 def test_a_training_step_updates_the_engines(tiny_model_dir, synth_jsonl):
-    repo = str(Path(__file__).resolve().parents[1])
+    repo = str(Path(__file__).resolve().parents[2])
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, namespace="grit-ray-step-test",
              runtime_env={"env_vars": {"PYTHONPATH": repo}})
     try:

@@ -11,7 +11,7 @@ import pytest
 import ray
 
 from grit_ray.config import load_config
-from grit_ray.judge.llm import RateLimiter
+from grit_ray.judge.rate_limit import RateLimiter
 from grit_ray.testing.judge_server import JudgeServer
 from grit_ray.workers.reward import RewardItem, RewardPool, import_object
 
@@ -23,7 +23,7 @@ GOOD = "<think> the box [1, 2, 3, 4] </think> <rethink> yes </rethink> <answer> 
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_local():
-    repo = str(Path(__file__).resolve().parents[1])
+    repo = str(Path(__file__).resolve().parents[2])
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, namespace="grit-ray-reward-tests",
              runtime_env={"env_vars": {"PYTHONPATH": repo}})  # tests.custom_reward_actor importable in actors
     yield
@@ -174,7 +174,7 @@ def test_the_api_key_never_reaches_results_counters_or_logs(server, monkeypatch)
 
 def test_missing_key_is_a_clear_error_before_any_actor_starts(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    from grit_ray.judge.llm import MissingAPIKey
+    from grit_ray.judge.secrets import MissingAPIKey
 
     with pytest.raises(MissingAPIKey, match="export OPENAI_API_KEY"):
         RewardPool(load_config(overrides=["reward.judge.kind=openai"]))

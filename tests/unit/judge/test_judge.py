@@ -8,16 +8,10 @@ import urllib.request
 import pytest
 
 from grit_ray.config import JudgeConfig, JudgeKind
-from grit_ray.judge.llm import (
-    GRIT_JUDGE_TEMPLATE,
-    JudgeReplyError,
-    JudgeRequest,
-    MissingAPIKey,
-    OpenAIJudge,
-    normalise_answer,
-    parse_judge_score,
-    rule_score,
-)
+from grit_ray.judge.llm import GRIT_JUDGE_TEMPLATE, JudgeReplyError, OpenAIJudge, parse_judge_score
+from grit_ray.judge.protocol import JudgeRequest
+from grit_ray.judge.rule import normalise_answer, rule_score
+from grit_ray.judge.secrets import MissingAPIKey
 from grit_ray.testing.judge_server import JudgeServer
 
 

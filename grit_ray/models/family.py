@@ -1,0 +1,87 @@
+"""The model-family seam: every fact that differs between VLM families lives in one adapter.
+
+An adapter says which tokens stand for image features (never to be sampled), how a prompt's image
+placeholder is laid out for the rollout engine, how the Hugging Face processor and vLLM are told
+the pixel limits, where the vision tower sits, and which box frame the family writes. Workers ask
+``adapter_for(cfg.model.family)``; nothing outside ``grit_ray/models`` names a family's token.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from typing import Any, ClassVar
+
+from grit_ray.config import CoordFrame, ModelFamily
+
+
+class PromptEncoder:
+    """Prompt text + image -> processor tensors, with the configured pixel limits, the same way on
+    the rollout and the learner side. Caches per (prompt, image): a group's G completions share one
+    prompt."""
+
+    def __init__(self, processor, processor_kwargs: dict[str, Any]):
+        self.processor = processor
+        self.processor_kwargs = processor_kwargs
+        self._cache: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def encode(self, prompt: str, image: str | bytes, where: str = "") -> dict[str, Any]:
+        from grit_ray.data.rows import open_image
+
+        key = (prompt, image if isinstance(image, str) else hashlib.sha1(image).hexdigest())
+        if key not in self._cache:
+            self._cache[key] = self.encode_image(prompt, open_image(image, where or "train sample"))
+        return self._cache[key]
+
+    def encode_image(self, prompt: str, image) -> dict[str, Any]:
+        """Prompt text + an opened PIL image -> processor tensors (not cached)."""
+        return dict(self.processor(text=[prompt], images=[image], return_tensors="pt", **self.processor_kwargs))
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
+class ModelAdapter(abc.ABC):
+    """What grit-ray must know about one model family."""
+
+    family: ClassVar[ModelFamily]
+    image_pad_token: ClassVar[str]  # the prompt's image placeholder, one per image feature once expanded
+    placeholder_tokens: ClassVar[tuple[str, ...]]  # tokens that stand for image/video features
+    vision_tower_names: ClassVar[tuple[str, ...]]  # attribute of the (inner) model holding the vision tower
+    box_frame: ClassVar[CoordFrame]  # the frame the family writes boxes in
+
+    def forbidden_tokens(self, tokenizer) -> list[str]:
+        """The placeholder tokens this tokenizer actually has. A policy that samples one produces
+        inputs the model cannot consume ("image features and image tokens do not match"); unknown
+        ones would map to UNK or split into ordinary pieces, and banning those would ban real text."""
+        vocab = tokenizer.get_vocab()
+        return [t for t in self.placeholder_tokens if t in vocab]
+
+    def forbidden_token_ids(self, tokenizer) -> list[int]:
+        vocab = tokenizer.get_vocab()
+        return [vocab[t] for t in self.forbidden_tokens(tokenizer)]
+
+    @abc.abstractmethod
+    def processor_kwargs(self, min_pixels: int, max_pixels: int) -> dict[str, Any]:
+        """Keyword arguments that give the Hugging Face processor the pixel limits."""
+
+    @abc.abstractmethod
+    def engine_mm_kwargs(self, min_pixels: int, max_pixels: int) -> dict[str, Any]:
+        """vLLM's ``mm_processor_kwargs`` for the same limits (image-token counts must agree)."""
+
+    @abc.abstractmethod
+    def engine_prompt_ids(self, token_ids: list[int], tokenizer) -> list[int]:
+        """Processor-expanded prompt ids -> the ids the rollout engine expects with the image."""
+
+    def prompt_encoder(self, processor, min_pixels: int, max_pixels: int) -> PromptEncoder:
+        return PromptEncoder(processor, self.processor_kwargs(min_pixels, max_pixels))
+
+    def vision_tower(self, model):
+        """The vision tower module of a loaded model, or None."""
+        import torch
+
+        for owner in (getattr(model, "model", None), model):
+            for name in self.vision_tower_names:
+                if owner is not None and isinstance(getattr(owner, name, None), torch.nn.Module):
+                    return getattr(owner, name)
+        return None

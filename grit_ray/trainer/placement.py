@@ -1,0 +1,36 @@
+"""Where the actors run: one placement group for learners and rollout workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grit_ray.config import GritConfig
+
+
+def placement(cfg: GritConfig) -> tuple[list[dict], list[dict], Any]:
+    """Per-actor scheduling options: learners and rollout workers in one placement group, one
+    bundle per actor, or (``resources.colocate``) rollout worker i in learner i's bundle."""
+    import ray
+    from ray.util.placement_group import placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    r = cfg.resources
+    n_learn, n_roll = cfg.learner.num_actors, cfg.rollout.num_workers
+    if r.colocate:
+        if n_roll > n_learn:
+            raise ValueError(f"resources.colocate: {n_roll} rollout workers but only {n_learn} learner bundles")
+        bundles = [{"CPU": 2 * r.cpus_per_actor, "GPU": r.gpus_per_learner + r.gpus_per_rollout_worker}
+                   for _ in range(n_learn)]
+        roll_idx = list(range(n_roll))
+    else:
+        bundles = [{"CPU": r.cpus_per_actor, "GPU": r.gpus_per_learner} for _ in range(n_learn)]
+        bundles += [{"CPU": r.cpus_per_actor, "GPU": r.gpus_per_rollout_worker} for _ in range(n_roll)]
+        roll_idx = list(range(n_learn, n_learn + n_roll))
+    bundles = [{k: v for k, v in b.items() if v} for b in bundles]
+    pg = placement_group(bundles, strategy=r.placement_strategy)
+    ray.get(pg.ready())
+
+    def opts(i: int) -> dict:
+        return {"scheduling_strategy": PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i)}
+
+    return [opts(i) for i in range(n_learn)], [opts(i) for i in roll_idx], pg

@@ -1,0 +1,183 @@
+"""One training step (``TrainingStep``): next prompts -> rollout, streamed -> rewards, each
+completion scored as soon as it arrives -> group advantages -> learner update -> weight sync; every
+phase timed. Optionally it keeps drawing prompts until enough groups carry signal (refill).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from grit_ray.algo.experience import TrainSample, assign_advantages
+from grit_ray.algo.grpo import refill_draw_size
+from grit_ray.config import GritConfig
+from grit_ray.data.rows import Row
+from grit_ray.judge.scoring import RewardItem, ScoredCompletion
+from grit_ray.workers.reward import RewardPool, StepRewards
+from grit_ray.workers.rollout import PromptRequest, RolloutPool, SampledCompletion
+
+
+class StaleWeightsError(RuntimeError):
+    """A completion of a synchronous step came from weights older than the learner's."""
+
+
+def check_weights_version(sample: SampledCompletion, expected: int) -> None:
+    """Every completion of a synchronous step must come from the weights of the last sync: a lost
+    or failed sync would otherwise train silently on another policy's samples."""
+    if sample.weights_version != expected:
+        raise StaleWeightsError(f"rollout worker {sample.worker} generated with weights version "
+                                f"{sample.weights_version}, but the learner's last sync was version {expected}")
+
+
+def reward_item(sample: SampledCompletion, row: Row, cfg: GritConfig) -> RewardItem:
+    image = None
+    if cfg.reward.judge.send_image:
+        image = row.image if isinstance(row.image, bytes) else Path(row.image).read_bytes()
+    c = sample.completion
+    return RewardItem(group_id=sample.group_id, index=sample.index, question=row.question, reference=row.answer,
+                      dataset=row.dataset, completion=c.text, token_ids=list(c.token_ids), image=image,
+                      template=cfg.prompt.template)
+
+
+def train_sample(sample: SampledCompletion, row: Row) -> TrainSample:
+    c = sample.completion
+    return TrainSample(prompt=sample.prompt, image=row.image, completion_ids=list(c.token_ids), advantage=0.0,
+                       rollout_logprobs=c.logprobs, group_id=sample.group_id, where=row.where)
+
+
+def reward_metrics(scored: list[ScoredCompletion], prefix: str = "") -> dict[str, float]:
+    """reward/mean, reward/std, reward/<component> means, accuracy (answer_accuracy mean)."""
+    out: dict[str, float] = {}
+    rewards = [s.reward for s in scored if s.reward is not None]
+    if rewards:
+        out[f"{prefix}reward/mean"] = statistics.fmean(rewards)
+        out[f"{prefix}reward/std"] = statistics.pstdev(rewards)
+    parts: dict[str, list[float]] = defaultdict(list)
+    for s in scored:
+        for k, v in s.components.items():
+            if v is not None:
+                parts[k].append(v)
+    for k, vs in parts.items():
+        out[f"{prefix}reward/{k}"] = statistics.fmean(vs)
+    if "answer_accuracy" in parts:
+        out[f"{prefix}accuracy"] = statistics.fmean(parts["answer_accuracy"])
+    return out
+
+
+@dataclass
+class _Round:
+    """Completions of one generation round of a step, scored and settled."""
+
+    samples: dict[tuple[int, int], SampledCompletion]
+    settled: StepRewards
+    generation_s: float
+    reward_tail_s: float
+
+
+class TrainingStep:
+    """One optimizer step. With ``algorithm.refill_zero_signal_groups`` it keeps drawing prompts
+    (``draw_more``) until ``prompts_per_step`` groups carry signal or the draw limit is reached."""
+
+    def __init__(self, cfg: GritConfig, rollout: RolloutPool, rewards: RewardPool, learners, sync):
+        self.cfg, self.rollout, self.rewards, self.learners, self.sync = cfg, rollout, rewards, learners, sync
+
+    def _round(self, rows: dict[int, Row], step: int | None) -> _Round:
+        """Generate the groups of ``rows`` (group id -> row) and score each completion as it arrives."""
+        import ray
+
+        cfg = self.cfg
+        started = time.perf_counter()
+        # per-group sampling seeds: the same step samples the same completions, resumed or not
+        requests = [PromptRequest(row, g, cfg.algorithm.group_size,
+                                  seed=(cfg.rollout.seed * 1_000_003 + (step or 0)) * 10_007
+                                  + g * cfg.algorithm.group_size)
+                    for g, row in rows.items()]
+        samples: dict[tuple[int, int], SampledCompletion] = {}
+        items: list[RewardItem] = []
+        refs = []
+        for s in self.rollout.stream(requests):  # completions in the order they finish
+            check_weights_version(s, self.sync.version)
+            item = reward_item(s, rows[s.group_id], cfg)
+            refs.append(self.rewards.submit(item))  # scoring starts now, while others still generate
+            items.append(item)
+            samples[(s.group_id, s.index)] = s
+        generation_s = time.perf_counter() - started
+        scored = ray.get(refs)
+        reward_tail_s = time.perf_counter() - started - generation_s
+        return _Round(samples, self.rewards.settle(items, scored), generation_s, reward_tail_s)
+
+    def __call__(self, rows: list[Row], step: int | None = None,
+                 draw_more: Callable[[int], list[Row]] | None = None) -> dict[str, Any]:
+        algo = self.cfg.algorithm
+        started = time.perf_counter()
+        refill = algo.refill_zero_signal_groups and draw_more is not None
+        by_gid = dict(enumerate(rows))
+        pending = dict(by_gid)
+        rounds: list[_Round] = []
+        informative: list[int] = []  # group ids with signal, in draw order
+        while pending:
+            r = self._round(pending, step)
+            rounds.append(r)
+            for g in pending:
+                if g not in r.settled.dropped_groups and _has_signal(r, g, algo.group_size):
+                    informative.append(g)
+            needed = algo.prompts_per_step - len(informative)
+            more = refill_draw_size(needed, len(by_gid), len(informative), algo.prompt_draw_limit) if refill else 0
+            new_rows = draw_more(more) if more else []
+            pending = {len(by_gid) + i: row for i, row in enumerate(new_rows)}
+            by_gid.update(pending)
+
+        samples = {k: v for r in rounds for k, v in r.samples.items()}
+        scored = {k: v for r in rounds for k, v in r.settled.scored.items()}
+        dropped = set().union(*(r.settled.dropped_groups for r in rounds))
+        lengths = [len(s.completion.token_ids) for s in samples.values()]
+        m: dict[str, Any] = {"time/generation": sum(r.generation_s for r in rounds),
+                             "time/reward_tail": sum(r.reward_tail_s for r in rounds),
+                             "completion/len_mean": statistics.fmean(lengths), "completion/len_max": max(lengths),
+                             "completion/truncated": sum(s.completion.finish_reason == "length"
+                                                         for s in samples.values()) / len(lengths)}
+        m["throughput/tokens_per_s"] = sum(lengths) / max(m["time/generation"], 1e-9)
+        m.update(reward_metrics(list(scored.values())))
+        judge: Counter = Counter()
+        for r in rounds:
+            judge.update(r.settled.metrics)
+        m.update({f"judge/{k.removeprefix('judge_')}": float(v) for k, v in judge.items()})
+
+        if refill:  # keep the first prompts_per_step informative groups; the rest are surplus
+            kept_groups = set(informative[:algo.prompts_per_step])
+            m.update({"sampling/prompts_drawn": float(len(by_gid)), "sampling/rounds": float(len(rounds)),
+                      "sampling/informative_groups": float(len(informative)),
+                      "sampling/surplus_groups": float(max(0, len(informative) - algo.prompts_per_step))})
+        else:
+            kept_groups = set(by_gid) - dropped
+        keys = [k for k in sorted(samples) if k[0] in kept_groups]
+        batch, adv = assign_advantages([train_sample(samples[k], by_gid[k[0]]) for k in keys],
+                                       [scored[k].reward for k in keys], algo)
+        # zero_signal: flat groups among all generated ones; zero_signal_trained: those in the update
+        m.update({"groups/total": adv["groups"],
+                  "groups/zero_signal": float(sum(1 for g in by_gid if g not in dropped and g not in informative)),
+                  "groups/zero_signal_trained": adv["zero_signal_groups"] - adv["dropped_groups"],
+                  "groups/dropped_samples": adv["dropped_samples"]})
+        t = time.perf_counter()
+        if batch:
+            m.update(self.learners.train_step(batch).metrics())
+            m["time/learner"] = time.perf_counter() - t
+            synced = self.sync.sync(version=step)
+            m.update({"time/sync": synced["sync_s"], "sync/gb_per_s": synced["sync_gb_per_s"],
+                      "sync/weights_version": synced["weights_version"]})
+        else:  # every group dropped (or flat and dropped): no update, no sync, and the metrics say so
+            m["train/skipped_update"] = 1.0
+        m["time/step"] = time.perf_counter() - started
+        return m
+
+
+def _has_signal(r: _Round, group_id: int, group_size: int) -> bool:
+    """A group whose known rewards differ (a one-member group has no baseline, hence no signal)."""
+    rewards = {r.settled.scored[(group_id, i)].reward for i in range(group_size) if (group_id, i) in r.settled.scored}
+    rewards.discard(None)
+    return len(rewards) > 1
