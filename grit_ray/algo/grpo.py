@@ -3,7 +3,7 @@
 Shapes: N = completions in the global batch, B = completions in one micro-batch, T = completion
 tokens (right-padded), V = vocabulary. ``mask`` is 1.0 on real completion tokens, 0.0 on padding.
 
-The released GRIT update (GRIT_REFERENCE.md §4) is one on-policy step per batch:
+The released GRIT update (docs/grit.md §4) is one on-policy step per batch:
     loss_t = -(ratio_t * A - beta * KL_t),  ratio_t = exp(logp_t - logp_t.detach()),
     KL_t = exp(ref_t - logp_t) - (ref_t - logp_t) - 1                          (k3 estimator)
 averaged over each completion's tokens, then over completions. Peers' variants are options:

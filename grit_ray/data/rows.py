@@ -3,7 +3,7 @@
 Rows are read lazily, one line or one Parquet record batch at a time, and images are opened only
 when checked or used, so a dataset of any size is never held in memory with its images.
 
-Schema (GRIT_REFERENCE.md §5): ``question, answer, image, width, height, bboxs, dataset, split``;
+Schema (docs/grit.md §5): ``question, answer, image, width, height, bboxs, dataset, split``;
 ``image`` is a file name relative to an image folder, or (Parquet) the encoded bytes. Other fields
 (``id`` ...) pass through in ``Row.extra``.
 """

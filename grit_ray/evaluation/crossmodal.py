@@ -1,4 +1,4 @@
-"""Cross-modal correlation (GRIT_REFERENCE.md §6): do the boxes in a reasoning chain belong to
+"""Cross-modal correlation (docs/grit.md §6): do the boxes in a reasoning chain belong to
 the image the chain talks about?
 
 For each evaluated row with at least one predicted box, the chain's boxes are drawn on one copy

@@ -1,6 +1,6 @@
 """GRIT's grounded-reasoning format: parsing completions, boxes, and coordinate frames.
 
-Format (GRIT_REFERENCE.md §1)::
+Format (docs/grit.md §1)::
 
     <think> text with boxes such as [142, 314, 299, 447] ... </think>
     <rethink> reflection ... </rethink>

@@ -1,4 +1,4 @@
-"""GRIT's evaluation metrics (GRIT_REFERENCE.md §6).
+"""GRIT's evaluation metrics (docs/grit.md §6).
 
 - ACC: mean raw judge score x 100 (not binarised), per dataset; failed judge calls are excluded
   and counted.

@@ -1,6 +1,6 @@
 """Prompt builders: the GRIT suffix as published, and the baselines it is compared with.
 
-GRIT prompt (GRIT_REFERENCE.md §1): one user turn with the image, then
+GRIT prompt (docs/grit.md §1): one user turn with the image, then
 ``"\\nQuestion: " + question + SUFFIX``; no custom system prompt (the model's template default).
 """
 

@@ -2,7 +2,7 @@
 
 Each component takes one ``RewardInput`` (a completion and its data row) and returns a float
 (``answer_accuracy`` returns None when the judge failed: unknown, not zero). Two presets
-(GRIT_REFERENCE.md §3):
+(docs/grit.md §3):
 
 - ``grit-code``: the released code exactly (all components, weight 1; 3.1 max for VSR rows,
   4.1 for counting rows). Counting is decided per sample from the row's dataset.

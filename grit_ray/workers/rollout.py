@@ -352,6 +352,8 @@ class RolloutPool:
     stays on one engine so its completions share the prompt's prefix cache); the workers' streams
     are merged in the order completions finish."""
 
+    worker_class: type = RolloutWorker  # testing/ swaps in a subclass with inspection hooks
+
     def __init__(self, cfg: GritConfig, model_path: str, num_workers: int | None = None,
                  actor_options: dict | None = None, per_actor_options: list[dict] | None = None):
         import ray

@@ -1,4 +1,4 @@
-"""Hand-computed values for every reward component and both presets (GRIT_REFERENCE.md §3)."""
+"""Hand-computed values for every reward component and both presets (docs/grit.md §3)."""
 
 import pytest
 from hypothesis import given
