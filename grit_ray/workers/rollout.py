@@ -54,7 +54,7 @@ class SampledCompletion:
     prompt: str  # chat-formatted prompt text (one image placeholder)
     completion: Completion
     worker: int
-    weights_version: int  # how many weight syncs the worker had received when it generated this
+    weights_version: int  # the version of the weights it generated with (the last sync it loaded; 0: initial)
 
 
 @dataclass

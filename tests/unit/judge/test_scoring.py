@@ -1,0 +1,52 @@
+"""The one scoring path: statuses, the failure policy and the judge field of scored rows."""
+
+import asyncio
+
+from grit_ray.config import JudgeFailurePolicy, PromptTemplate, RewardPreset
+from grit_ray.grit.rewards import RewardSet
+from grit_ray.judge.protocol import JudgeResult, JudgeStatus
+from grit_ray.judge.rule import RuleJudge
+from grit_ray.judge.scoring import CompletionScorer, RewardItem
+
+GOOD = "<think> the cat [1, 2, 30, 40] </think> <rethink> one cat </rethink> <answer> 1 </answer>"
+
+
+class FailingJudge(RuleJudge):
+    async def judge(self, req):
+        return JudgeResult(JudgeStatus.FAILED, error="timeout after 2 attempt(s)", attempts=2)
+
+
+def _score(judge, completion, policy=JudgeFailurePolicy.RETRY_LATER, template=PromptTemplate.GRIT):
+    scorer = CompletionScorer(RewardSet.build(RewardPreset.GRIT_CODE), judge, ["tallyqa"], policy)
+    item = RewardItem(group_id=0, index=0, question="How many cats?", reference="1", dataset="TallyQA",
+                      completion=completion, template=template)
+    return asyncio.run(scorer.score(item))
+
+
+def test_a_judged_answer_is_ok_and_counts_the_boxes():
+    s = _score(RuleJudge(), GOOD)
+    assert s.judge_status is JudgeStatus.OK and s.components["answer_accuracy"] == 1.0
+    assert s.components["target_count"] == 1.0  # the dataset matches case-insensitively
+    assert s.judge_json() == {"status": "ok", "score": 1.0}
+
+
+def test_a_failed_judge_is_unknown_never_zero():
+    s = _score(FailingJudge(), GOOD)
+    assert s.judge_status is JudgeStatus.FAILED and s.reward is None and s.components["answer_accuracy"] is None
+    assert s.failure_reason == "timeout" and s.judge_json() == {"status": "failed", "error": "timeout after 2 attempt(s)"}
+
+
+def test_rule_fallback_scores_and_says_so():
+    s = _score(FailingJudge(), GOOD, JudgeFailurePolicy.RULE_FALLBACK)
+    assert s.judge_status is JudgeStatus.FALLBACK and s.reward is not None and s.judge_json()["score"] == 1.0
+
+
+def test_no_answer_is_not_asked_and_scores_zero_accuracy():
+    s = _score(FailingJudge(), "<think> nothing </think>")
+    assert s.judge_status is JudgeStatus.NOT_ASKED and s.components["answer_accuracy"] == 0.0
+    assert s.judge_json()["status"] == "ok" and s.judge_json()["score"] == 0.0
+
+
+def test_direct_prompt_judges_the_whole_reply():
+    s = _score(RuleJudge(), "1", template=PromptTemplate.DIRECT)
+    assert s.judge_status is JudgeStatus.OK and s.judge_score == 1.0
