@@ -64,7 +64,7 @@ def run_demo(cfg: GritConfig, run_dir: Path) -> Path:
         device = ray.get(pool.workers[0].device.remote())
         _say(f"{len(pool.workers)} rollout worker(s) ({cfg.rollout.backend.value}, {device}) ready in "
              f"{time.perf_counter() - t:.1f}s (engine {pool.startup_s:.1f}s)")
-        requests = [PromptRequest(row, i, cfg.algorithm.group_size) for i, row in enumerate(rows)]
+        requests = [PromptRequest(row=row, group_id=i, n=cfg.algorithm.group_size) for i, row in enumerate(rows)]
         t = time.perf_counter()
         groups = pool.generate(requests)
         gen_s = time.perf_counter() - t

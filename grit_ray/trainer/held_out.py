@@ -21,7 +21,7 @@ def greedy_scored(cfg: GritConfig, rollout: RolloutPool, rewards: RewardPool, ro
                   weights_version: int | None = None) -> tuple[list[SampledCompletion], list[ScoredCompletion]]:
     """One greedy completion per row and its score, both in row order (not arrival order), so the
     result does not depend on how many workers ran or how requests were batched."""
-    requests = [PromptRequest(row, g, 1) for g, row in enumerate(rows)]
+    requests = [PromptRequest(row=row, group_id=g, n=1) for g, row in enumerate(rows)]
     done = {s.group_id: s for s in rollout.stream(requests, greedy=True)}
     if weights_version is not None:
         for s in done.values():

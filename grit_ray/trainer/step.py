@@ -93,7 +93,7 @@ class TrainingStep:
         cfg = self.cfg
         started = time.perf_counter()
         # per-group sampling seeds: the same step samples the same completions, resumed or not
-        requests = [PromptRequest(row, g, cfg.algorithm.group_size,
+        requests = [PromptRequest(row=row, group_id=g, n=cfg.algorithm.group_size,
                                   seed=(cfg.rollout.seed * 1_000_003 + (step or 0)) * 10_007
                                   + g * cfg.algorithm.group_size)
                     for g, row in rows.items()]

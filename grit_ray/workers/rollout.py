@@ -72,7 +72,8 @@ def group_results(requests: list[PromptRequest], samples: Iterable[SampledComple
     out = []
     for r in requests:
         members = sorted(by_group[r.group_id], key=lambda s: s.index)
-        out.append(GroupResult(r.row, members[0].prompt if members else "", [m.completion for m in members]))
+        out.append(GroupResult(row=r.row, prompt=members[0].prompt if members else "",
+                               completions=[m.completion for m in members]))
     return out
 
 
@@ -196,7 +197,8 @@ class VLLMGenerator(Generator):
                     req, k, prompt = pending.pop(out.request_id)
                     c = out.outputs[0]
                     lps = [next(iter(step.values())).logprob for step in c.logprobs] if c.logprobs else None
-                    yield req, k, prompt, Completion(c.text, list(c.token_ids), lps, c.finish_reason or "length")
+                    yield req, k, prompt, Completion(text=c.text, token_ids=list(c.token_ids), logprobs=lps,
+                                                     finish_reason=c.finish_reason or "length")
         finally:
             if pending:  # an error or an abandoned stream must not leave requests in the engine
                 self.engine.abort_request(list(pending))
@@ -267,7 +269,7 @@ class HFGenerator(Generator):
                 ids = ids[:length]
                 lps = logprobs[k, torch.arange(length), torch.tensor(ids, dtype=torch.long)].tolist()
                 text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                yield req, k, prompt, Completion(text, ids, lps, reason)
+                yield req, k, prompt, Completion(text=text, token_ids=ids, logprobs=lps, finish_reason=reason)
         self.encoder.clear()
 
     def _finished_length(self, ids: list[int]) -> tuple[int, str]:
@@ -324,7 +326,8 @@ class RolloutWorker:
 
     def stream(self, requests: list[PromptRequest], greedy: bool = False) -> Iterator[SampledCompletion]:
         for req, k, prompt, comp in self.generator.stream(requests, greedy):
-            yield SampledCompletion(req.group_id, k, prompt, comp, self.index, self.weights_version)
+            yield SampledCompletion(group_id=req.group_id, index=k, prompt=prompt, completion=comp, worker=self.index,
+                                    weights_version=self.weights_version)
 
     def generate(self, requests: list[PromptRequest], greedy: bool = False) -> list[GroupResult]:
         return group_results(requests, self.stream(requests, greedy))

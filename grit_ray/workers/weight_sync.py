@@ -226,8 +226,8 @@ class WeightSync:
         specs: list[ChannelSpec | None] = [None] * (1 + len(rollout.workers))
         if self.broadcast:
             host, port = ray.get(learners.actors[0].rendezvous_address.remote())
-            specs = [ChannelSpec(host, port, r, len(specs), cfg.learner.comm_backend, cfg.model.device, ws.timeout_s)
-                     for r in range(len(specs))]
+            specs = [ChannelSpec(host=host, port=port, rank=r, world_size=len(specs), backend=cfg.learner.comm_backend,
+                                 device=cfg.model.device, timeout_s=ws.timeout_s) for r in range(len(specs))]
         calls = [a.prepare_sync.remote(self.plan, specs[0] if i == 0 else None) for i, a in enumerate(learners.actors)]
         calls += [w.attach_receiver.remote(WeightReceiver(self.plan, specs[i + 1], cfg.model.device))
                   for i, w in enumerate(rollout.workers)]

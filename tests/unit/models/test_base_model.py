@@ -1,14 +1,14 @@
-"""The tiny base model's corpus and builder: no GRIT question leaks into pretraining, builds are
-deterministic, and the cache builds once (docs/base_model.md)."""
+"""The tiny base model's corpus and cache: no GRIT question leaks into pretraining, and the cache
+builds once per spec (docs/base_model.md; build determinism: tests/integration/test_base_model_build.py)."""
 
 from __future__ import annotations
 
 import random
 import re
 
-from grit_ray.config import PromptTemplate, SynthSpec, TinyModelSpec, TinyPretrainSpec
+from grit_ray.config import PromptTemplate, SynthSpec, TinyModelSpec
 from grit_ray.data.synth import synth_rows
-from grit_ray.models.tiny import build_tiny_model, cached_tiny_model, directory_digest
+from grit_ray.models.tiny import cached_tiny_model
 from grit_ray.models.tiny_pretrain import GRIT_FORMAT_TASKS, CorpusTask, corpus_sample
 
 # the wording of GRIT's synthetic training and evaluation questions (grit_ray.data.synth)
@@ -57,18 +57,6 @@ def test_corpus_boxes_are_the_objects_in_the_picture():
         if s.task is CorpusTask.WHERE:
             (box,) = s.target_boxes
             assert s.answer == f"[{box[0]}, {box[1]}, {box[2]}, {box[3]}]"
-
-
-def test_same_seed_same_corpus_and_same_bytes(tmp_path):
-    assert [(s.question, s.answer) for s in _corpus(50, 3)] == [(s.question, s.answer) for s in _corpus(50, 3)]
-    spec = TinyModelSpec(hidden_size=64, num_layers=1, vision_depth=1,
-                         pretrain=TinyPretrainSpec(steps=3, batch_size=2, warmup_steps=1))
-    quiet = lambda msg: None  # noqa: E731
-    a = build_tiny_model(tmp_path / "a", spec, log=quiet)
-    b = build_tiny_model(tmp_path / "b", spec, log=quiet)
-    c = build_tiny_model(tmp_path / "c", spec.model_copy(update={"seed": 1}), log=quiet)
-    assert directory_digest(a) == directory_digest(b) != directory_digest(c)
-    assert (a / "pretrain_report.json").exists()  # the probe's numbers are part of the same bytes
 
 
 def test_the_cache_builds_once_per_spec(tmp_path, monkeypatch):

@@ -1,0 +1,20 @@
+"""Base-model builds are deterministic: the same spec and seed give the same bytes, another seed
+other bytes (three short pretraining runs with their probes: about 30 s, so not a unit test)."""
+
+from __future__ import annotations
+
+from grit_ray.config import TinyModelSpec, TinyPretrainSpec
+from grit_ray.models.tiny import build_tiny_model, directory_digest
+from tests.unit.models.test_base_model import _corpus
+
+
+def test_same_seed_same_corpus_and_same_bytes(tmp_path):
+    assert [(s.question, s.answer) for s in _corpus(50, 3)] == [(s.question, s.answer) for s in _corpus(50, 3)]
+    spec = TinyModelSpec(hidden_size=64, num_layers=1, vision_depth=1,
+                         pretrain=TinyPretrainSpec(steps=3, batch_size=2, warmup_steps=1))
+    quiet = lambda msg: None  # noqa: E731
+    a = build_tiny_model(tmp_path / "a", spec, log=quiet)
+    b = build_tiny_model(tmp_path / "b", spec, log=quiet)
+    c = build_tiny_model(tmp_path / "c", spec.model_copy(update={"seed": 1}), log=quiet)
+    assert directory_digest(a) == directory_digest(b) != directory_digest(c)
+    assert (a / "pretrain_report.json").exists()  # the probe's numbers are part of the same bytes
