@@ -21,11 +21,11 @@ from pathlib import Path
 import ray
 import torch
 
+from grit_ray.algo.experience import TrainSample, assign_advantages
 from grit_ray.config import DataSource, SynthSpec, TinyModelSpec, load_config
 from grit_ray.data.rows import RowStream
-from grit_ray.algo.experience import TrainSample, assign_advantages
-from grit_ray.grit.prompts import chat_messages
 from grit_ray.data.synth import write_synth
+from grit_ray.grit.prompts import chat_messages
 from grit_ray.models.tiny import build_tiny_model
 from grit_ray.testing.hooks import InspectableLearnerGroup
 

@@ -31,12 +31,12 @@ sys.path.insert(0, str(REPO))  # the bench's reward actor is named by import pat
 
 from grit_ray.config import TinyModelSpec, load_config
 from grit_ray.data.rows import RowStream, materialise_sources
-from grit_ray.trainer.step import TrainingStep
+from grit_ray.models.tiny import build_tiny_model
 from grit_ray.testing.judge_server import JudgeServer
+from grit_ray.trainer.step import TrainingStep
 from grit_ray.workers.learner_group import LearnerGroup
 from grit_ray.workers.reward import RewardActor, RewardItem, RewardPool, ScoredCompletion
 from grit_ray.workers.rollout import RolloutPool
-from grit_ray.models.tiny import build_tiny_model
 from grit_ray.workers.weight_sync import WeightSync
 
 class AlwaysJudged(RewardActor):

@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from grit_ray.config import load_config  # noqa: E402
-from grit_ray.evaluation.plots import line_chart, read_metrics  # noqa: E402
 from grit_ray.data.synth import write_synth  # noqa: E402
+from grit_ray.evaluation.plots import line_chart, read_metrics  # noqa: E402
 
 DATASETS = ("vsr", "tallyqa", "all")
 

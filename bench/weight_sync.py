@@ -21,8 +21,8 @@ import ray
 
 from grit_ray.config import TinyModelSpec, load_config
 from grit_ray.models.tiny import build_tiny_model
-from grit_ray.workers.weight_sync import WeightSync
 from grit_ray.testing.hooks import InspectableLearnerGroup, InspectableRolloutPool, raw_transfer
+from grit_ray.workers.weight_sync import WeightSync
 
 # width, text layers: about 10, 100 and 500 million parameters (vision tower of 2 blocks included)
 SHAPES = {"10M": (256, 12), "100M": (768, 16), "500M": (1536, 18)}

@@ -18,9 +18,9 @@ from grit_ray.data.rows import RowRules, RowStream, materialise_sources
 from grit_ray.grit.rewards import RewardSet
 from grit_ray.judge.rule import RuleJudge
 from grit_ray.judge.scoring import CompletionScorer, RewardItem
+from grit_ray.models.tiny import ensure_model
 from grit_ray.workers.cluster import ray_session
 from grit_ray.workers.rollout import GroupResult, PromptRequest, RolloutPool
-from grit_ray.models.tiny import ensure_model
 
 
 def _say(msg: str) -> None:

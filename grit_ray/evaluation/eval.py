@@ -16,10 +16,10 @@ from typing import Any
 
 from grit_ray.config import DataSource, GritConfig
 from grit_ray.data.rows import DataError, Row, RowRules, RowStream
+from grit_ray.evaluation.score import fmt_or_dash, format_table, summarise
 from grit_ray.grit.grounding import FrameSpec
 from grit_ray.grit.metrics import completion_giou
 from grit_ray.judge.scoring import ScoredCompletion
-from grit_ray.evaluation.score import fmt_or_dash, format_table, summarise
 
 
 def result_row(row: Row, completion: str, scored: ScoredCompletion, frame: FrameSpec) -> dict[str, Any]:

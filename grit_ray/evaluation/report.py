@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from grit_ray.data.rows import Row
-from grit_ray.grit.grounding import BOX_RE, FrameSpec, answer_text, to_original
 from grit_ray.evaluation.score import fmt_or_dash
+from grit_ray.grit.grounding import BOX_RE, FrameSpec, answer_text, to_original
 
 # distinguishable on photos; the ground truth is drawn dashed black-on-white, unlike any of these
 PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from PIL import Image
 
 from grit_ray.config import PromptTemplate, SynthSpec, TinyPretrainSpec
+from grit_ray.data.synth import COLOURS, RELATIONS, SHAPES, Obj, image_side, random_kinds, render, scatter, unique_by
 from grit_ray.grit.grounding import find_boxes
 from grit_ray.grit.metrics import union_iou
 from grit_ray.grit.prompts import user_text
-from grit_ray.data.synth import COLOURS, RELATIONS, SHAPES, Obj, image_side, random_kinds, render, scatter, unique_by
 
 PRETRAIN_SEED_OFFSET = 7_000_003  # corpus scenes never share a random stream with `grit-ray data synth` seeds
 PROBE_SEED_OFFSET = 9_000_011

@@ -1,5 +1,5 @@
 """One data-parallel learner rank: a DeepSpeed engine over the policy, the frozen reference model,
-and the GRPO-GR loss from ``algorithm``. Plain class; ``learner_group`` wraps it in Ray actors.
+and the GRPO-GR loss from ``algo.grpo``. Plain class; ``learner_group`` wraps it in Ray actors.
 
 Gradient accumulation: the rank runs its micro-batches with DeepSpeed's explicit accumulation
 boundary, so the micro-batch count may vary from step to step (dropped groups); the loss of each
@@ -21,12 +21,12 @@ from typing import Any, TypeVar
 
 import torch
 
+from grit_ray.algo.experience import TrainSample, collate, completion_logprobs, micro_batches
 from grit_ray.algo.grpo import BatchTotals, LossSettings, policy_loss
 from grit_ray.algo.stats import LearnerStats
 from grit_ray.config import GritConfig, ZeroStage
-from grit_ray.algo.experience import TrainSample, collate, completion_logprobs, micro_batches
-from grit_ray.workers.hardware import apply_env, deepspeed_env, resolve_comm_backend, resolve_device, resolve_dtype
 from grit_ray.models import adapter_for
+from grit_ray.workers.hardware import apply_env, deepspeed_env, resolve_comm_backend, resolve_device, resolve_dtype
 from grit_ray.workers.weight_sync import Bucket, TensorMeta, pack_into, plan_buckets
 
 # Files that make a saved model directory loadable besides the weights (copied from the source).

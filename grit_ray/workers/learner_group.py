@@ -10,9 +10,9 @@ from typing import Any
 
 import ray
 
-from grit_ray.config import GritConfig
 from grit_ray.algo.experience import TrainSample, totals_of
 from grit_ray.algo.stats import LearnerStats
+from grit_ray.config import GritConfig
 from grit_ray.workers.learner import PolicyLearner
 from grit_ray.workers.weight_sync import Bucket, ChannelSpec, WeightSender
 

@@ -24,9 +24,9 @@ import torch
 
 from grit_ray.config import GritConfig, RolloutBackend
 from grit_ray.data.rows import DataError, Row
-from grit_ray.workers.hardware import apply_env, resolve_device, resolve_dtype, vllm_env
 from grit_ray.grit.prompts import chat_messages
 from grit_ray.models import adapter_for
+from grit_ray.workers.hardware import apply_env, resolve_device, resolve_dtype, vllm_env
 
 
 @dataclass

@@ -10,14 +10,14 @@ import pytest
 import ray
 import torch
 
+from grit_ray.algo.experience import TrainSample, assign_advantages, collate, completion_logprobs, totals_of
 from grit_ray.algo.grpo import LossSettings, policy_loss
 from grit_ray.config import DataSource, SynthSpec, load_config
-from grit_ray.data.rows import RowStream
 from grit_ray.config import ModelFamily
-from grit_ray.models import adapter_for
-from grit_ray.algo.experience import TrainSample, assign_advantages, collate, completion_logprobs, totals_of
-from grit_ray.grit.prompts import chat_messages
+from grit_ray.data.rows import RowStream
 from grit_ray.data.synth import write_synth
+from grit_ray.grit.prompts import chat_messages
+from grit_ray.models import adapter_for
 from grit_ray.testing.hooks import InspectableLearnerGroup
 
 pytestmark = pytest.mark.ray

@@ -11,15 +11,15 @@ import pytest
 import ray
 import torch
 
-from grit_ray.config import DataSource, load_config
-from grit_ray.data.rows import RowStream
-from grit_ray.config import ModelFamily
-from grit_ray.models import adapter_for
 from grit_ray.algo.experience import TrainSample, assign_advantages, collate, completion_logprobs
-from grit_ray.workers.rollout import HFGenerator, PromptRequest, RolloutPool
+from grit_ray.config import DataSource, load_config
+from grit_ray.config import ModelFamily
+from grit_ray.data.rows import RowStream
+from grit_ray.models import adapter_for
 from grit_ray.models.qwen2_5_vl import VISION_PLACEHOLDER_TOKENS, collapse_image_pads
-from grit_ray.workers.weight_sync import WeightSync
 from grit_ray.testing.hooks import InspectableLearnerGroup, InspectableRolloutPool
+from grit_ray.workers.rollout import HFGenerator, PromptRequest, RolloutPool
+from grit_ray.workers.weight_sync import WeightSync
 
 pytestmark = [pytest.mark.vllm, pytest.mark.ray]
 

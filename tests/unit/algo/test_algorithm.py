@@ -19,10 +19,10 @@ from grit_ray.algo.grpo import (
     token_logprobs,
     zero_signal_groups,
 )
-from grit_ray.config import AlgorithmConfig, LossAggregation
 from grit_ray.algo.experience import TrainSample, assign_advantages, totals_of
-from grit_ray.workers.learner import lr_multiplier
 from grit_ray.algo.stats import LearnerStats
+from grit_ray.config import AlgorithmConfig, LossAggregation
+from grit_ray.workers.learner import lr_multiplier
 from grit_ray.workers.learner_group import shard_samples
 
 

@@ -14,12 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
+from grit_ray.algo.experience import TrainSample, collate, completion_logprobs
 from grit_ray.algo.grpo import BatchTotals, LossSettings, policy_loss
 from grit_ray.config import LossAggregation
 from grit_ray.config import ModelFamily
-from grit_ray.models import adapter_for
-from grit_ray.algo.experience import TrainSample, collate, completion_logprobs
 from grit_ray.grit.prompts import chat_messages
+from grit_ray.models import adapter_for
 
 TEMPERATURE = 0.9
 RTOL, ATOL = 1e-5, 1e-7

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from grit_ray.config import CoordFrame, DataSource, JudgeConfig, JudgeKind
-from grit_ray.evaluation.crossmodal import crossmodal_correlation, mask_boxes, parse_pick, random_boxes, true_position
 from grit_ray.data.rows import RowStream
+from grit_ray.evaluation.crossmodal import crossmodal_correlation, mask_boxes, parse_pick, random_boxes, true_position
 from grit_ray.grit.grounding import FrameSpec
 from grit_ray.testing.judge_server import JudgeServer
 

@@ -13,8 +13,8 @@ from PIL import Image
 
 from grit_ray.config import CoordFrame, DataSource
 from grit_ray.data.rows import RowStream
-from grit_ray.grit.grounding import FrameSpec
 from grit_ray.evaluation.report import PALETTE, highlighted_reasoning, write_report
+from grit_ray.grit.grounding import FrameSpec
 
 
 def _rows(synth_jsonl, n=3):
