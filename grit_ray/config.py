@@ -94,7 +94,9 @@ class ModelConfig(Section):
     )
     family: ModelFamily = Field(ModelFamily.QWEN2_5_VL, description="decides the box frame and prompt limits")
     tiny: TinyModelSpec = TinyModelSpec()
-    dtype: DType = Field(DType.BFLOAT16, description="weights and compute dtype on GPU; CPU always runs float32")
+    dtype: DType = Field(
+        DType.BFLOAT16, description="weights and compute dtype on GPU (float16 is refused); CPU always runs float32"
+    )
     device: Device = Field(Device.AUTO, description="auto picks cuda when torch sees a GPU")
     min_pixels: int = Field(3136, gt=0, description="image processor lower bound (pixels)")
     max_pixels: int = Field(256 * 28 * 28, gt=0, description="image processor upper bound (pixels)")
@@ -242,6 +244,9 @@ class JudgeConfig(Section):
     requests_per_minute: int | None = Field(None, gt=0, description="rate limit; null: none")
     tokens_per_minute: int | None = Field(None, gt=0, description="rate limit; null: none")
     send_image: bool = Field(False, description="give the image to a multimodal judge")
+    cache_entries: int = Field(
+        100_000, gt=0, description="judge results kept per reward actor (least recently used evicted first)"
+    )
     on_failure: JudgeFailurePolicy = Field(
         JudgeFailurePolicy.RETRY_LATER, description="what a judge failure does to its sample (never a silent 0)"
     )
@@ -384,8 +389,30 @@ class ResourcesConfig(Section):
     gpus_per_learner: float = Field(0.0, ge=0.0, description="GPUs per learner actor")
     cpus_per_actor: float = Field(0.25, gt=0.0, description="CPUs reserved per actor (fractions allowed)")
     colocate: bool = Field(False, description="rollout workers share GPUs with learners")
+    learner_resources: dict[str, float] = Field(
+        default_factory=dict, description="Ray custom resources per learner: pins learners to nodes started with them"
+    )
+    rollout_resources: dict[str, float] = Field(
+        default_factory=dict, description="Ray custom resources per rollout worker (e.g. {inference_node: 1})"
+    )
+    reward_resources: dict[str, float] = Field(default_factory=dict, description="Ray custom resources per reward actor")
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
         "PACK", description="Ray placement-group strategy"
+    )
+
+
+class FaultToleranceConfig(Section):
+    """What a run survives (docs/cluster.md, "Failure model")."""
+
+    actor_restarts: int = Field(
+        3, ge=0, description="restarts allowed per rollout worker and per reward actor (Ray restarts them)"
+    )
+    learner_rebuilds: int = Field(
+        2, ge=0, description="times the learners may be rebuilt from the last checkpoint after a death or hang"
+    )
+    restart_timeout_s: float = Field(300.0, gt=0, description="how long a restarting actor may take to answer again")
+    learner_step_timeout_s: float = Field(
+        1800.0, gt=0, description="a learner step (or save) that does not finish in time is handled as a death"
     )
 
 
@@ -437,6 +464,7 @@ class GritConfig(Section):
     logging: LoggingConfig = LoggingConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     eval: EvalConfig = EvalConfig()
+    fault_tolerance: FaultToleranceConfig = FaultToleranceConfig()
 
     @model_validator(mode="after")
     def _batch_divides(self) -> GritConfig:
@@ -449,6 +477,16 @@ class GritConfig(Section):
             )
         if self.model.family is ModelFamily.INTERNVL3 and self.reward.coord_frame is CoordFrame.QWEN_RESIZED:
             raise ValueError("reward.coord_frame: InternVL3 writes norm1000 boxes, not qwen-resized pixels")
+        if self.model.dtype is DType.FLOAT16:
+            raise ValueError("model.dtype: float16 is not supported: the learner has no loss scaling and no fp32 "
+                             "master weights, so float16 updates underflow; use bfloat16 (A100, H100 and newer) "
+                             "or float32")
+        gpus = self.resources.gpus_per_learner + self.resources.gpus_per_rollout_worker
+        if (self.resources.colocate and gpus > 0 and self.weight_sync.transport is SyncTransport.BROADCAST
+                and self.learner.comm_backend is not CommBackend.GLOO):
+            raise ValueError("resources.colocate: true with weight_sync.transport: broadcast puts learner rank 0 and "
+                             "rollout worker 0 on one GPU, which NCCL rejects; set weight_sync.transport: "
+                             "object_store (shared memory on the node) or resources.colocate: false")
         return self
 
     def run_dir(self) -> Path:

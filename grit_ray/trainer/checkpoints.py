@@ -24,14 +24,27 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return done[-1] if done else None
 
 
+def incomplete_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint directories a crash left without their driver state."""
+    return sorted(p for p in (run_dir / CHECKPOINTS).glob("step-*") if not (p / DRIVER_STATE).exists())
+
+
 def save_checkpoint(run_dir: Path, step: int, learners, sampler: PromptSampler, keep_last: int) -> Path:
     ckpt = run_dir / CHECKPOINTS / f"step-{step:06d}"
+    shutil.rmtree(ckpt, ignore_errors=True)  # a partial save of this step (a replay after a crash)
     learners.save_checkpoint(ckpt)
     state = {"step": step, "sampler": sampler.state()}
     (ckpt / DRIVER_STATE).write_text(json.dumps(state))
-    for old in complete_checkpoints(run_dir)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+    prune_checkpoints(run_dir, keep_last)
     return ckpt
+
+
+def prune_checkpoints(run_dir: Path, keep_last: int) -> list[Path]:
+    """Remove the complete checkpoints beyond the newest ``keep_last`` and every incomplete one."""
+    doomed = complete_checkpoints(run_dir)[:-keep_last] + incomplete_checkpoints(run_dir)
+    for old in doomed:
+        shutil.rmtree(old, ignore_errors=True)
+    return doomed
 
 
 def load_driver_state(ckpt: Path) -> dict:

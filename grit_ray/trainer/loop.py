@@ -22,6 +22,7 @@ from grit_ray.trainer.held_out import eval_line, evaluate
 from grit_ray.trainer.placement import placement
 from grit_ray.trainer.step import TrainingStep
 from grit_ray.workers.cluster import ray_session
+from grit_ray.workers.faults import is_actor_failure, unreachable
 
 
 def _say(msg: str) -> None:
@@ -45,6 +46,9 @@ class Trainer:
             eval_stream = RowStream(eval_sources, rules, cfg.data.bad_rows)
             self.eval_rows = [r for _, r in zip(range(cfg.eval.max_rows or 10**9), eval_stream)]
         self.step = 0  # the last completed optimizer step
+        self.initial_sampler_state = self.sampler.state()
+        self.rebuilds = 0
+        self.rebuild_metrics: dict[str, float] = {}  # reported with the first step after a rebuild
 
     def build(self, model_path: str) -> None:
         """Start the actors: rollout workers and learners in one placement group, the reward pool,
@@ -55,24 +59,71 @@ class Trainer:
         from grit_ray.workers.weight_sync import WeightSync
 
         cfg = self.cfg
+        self.model_path = model_path
+        started = time.perf_counter()
         learner_opts, rollout_opts, self._placement_group = placement(cfg)
         self.rollout = RolloutPool(cfg, model_path, per_actor_options=rollout_opts)
         self.learners = LearnerGroup(cfg, model_path, per_actor_options=learner_opts)
         self.rewards = RewardPool(cfg)
         self.sync = WeightSync(cfg, self.learners, self.rollout)
         self.step_fn = TrainingStep(cfg, self.rollout, self.rewards, self.learners, self.sync)
-        _say(f"actors up in {time.perf_counter() - self.started:.0f}s: {cfg.rollout.num_workers} rollout "
+        _say(f"actors up in {time.perf_counter() - started:.0f}s: {cfg.rollout.num_workers} rollout "
              f"({cfg.rollout.backend.value}), {cfg.learner.num_actors} learner (ZeRO-{int(cfg.learner.zero_stage)}), "
-             f"{cfg.reward.num_actors} reward ({cfg.reward.judge.kind.value} judge)")
+             f"{cfg.reward.num_actors} reward ({cfg.reward.judge.kind.value} judge); learner group at "
+             f"{self.learners.address}, weight sync via {self.sync.address}")
 
-    def restore(self, ckpt: Path) -> None:
-        """Continue from a checkpoint: learner state, data position, and the engines get its weights."""
+    def restore(self, ckpt: Path | None) -> None:
+        """Continue from a checkpoint (learner state, data position, and the engines get its
+        weights), or with ``None`` from the start: the fresh actors already hold the initial weights."""
+        if ckpt is None:
+            self.sampler.restore(self.initial_sampler_state)
+            self.step = 0
+            return
         state = load_driver_state(ckpt)
         self.learners.load_checkpoint(ckpt)
         self.sampler.restore(state["sampler"])
         self.step = int(state["step"])
         self.sync.sync(version=self.step)  # the engines restarted with the initial weights: send the checkpoint's
         _say(f"resumed from {ckpt} at step {self.step} (epoch {self.sampler.epoch}, row {self.sampler.taken})")
+
+    def shutdown(self) -> None:
+        """Kill every actor and release their placement group."""
+        from ray.util.placement_group import remove_placement_group
+
+        for pool in (self.rollout, self.rewards, self.learners):
+            pool.shutdown()
+        remove_placement_group(self._placement_group)
+
+    def lost_learners(self) -> list[str]:
+        """Learner ranks that are dead or do not answer. After an error raised by actor code
+        (a surviving rank's collective failing when its peer died), tells a lost rank (rebuild)
+        from a bug or bad data (stop). Rollout and reward deaths are handled where they happen."""
+        return unreachable(self.learners.actors, [f"learner rank {r}" for r in range(len(self.learners.actors))])
+
+    def recover(self, error: BaseException) -> None:
+        """An actor died or hung outside generation and scoring (a learner rank, a sync, a save):
+        rebuild every actor from the last complete checkpoint; the steps since are replayed."""
+        limit = self.cfg.fault_tolerance.learner_rebuilds
+        ckpt = latest_checkpoint(self.run_dir)
+        if self.rebuilds >= limit:
+            raise RuntimeError(f"{error}\nthe actors were rebuilt {self.rebuilds} time(s) already "
+                               f"(fault_tolerance.learner_rebuilds={limit}): stopping. Continue from the last "
+                               f"checkpoint with: grit-ray train --resume {self.run_dir}") from error
+        self.rebuilds += 1
+        started, failed_step = time.perf_counter(), self.step
+        _say(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        _say(f"rebuilding the actors from {ckpt or 'the initial model'} (rebuild {self.rebuilds} of {limit})")
+        self.shutdown()
+        try:
+            self.build(self.model_path)
+            self.restore(ckpt)
+        except Exception as e:
+            raise RuntimeError(f"{e}\nthe run cannot go on; once the cluster can hold its actors again, continue "
+                               f"from the last checkpoint with: grit-ray train --resume {self.run_dir}") from e
+        rebuild_s = time.perf_counter() - started
+        self.rebuild_metrics = {"faults/learner_rebuilds": 1.0, "faults/learner_rebuild_s": rebuild_s,
+                                "faults/replayed_steps": float(failed_step - self.step)}
+        _say(f"rebuilt in {rebuild_s:.0f}s; replaying from step {self.step + 1}")
 
     def evaluate(self) -> dict[str, float]:
         return evaluate(self.cfg, self.rollout, self.rewards, self.eval_rows, weights_version=self.sync.version)
@@ -89,7 +140,13 @@ class Trainer:
         m["driver/rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if self.evaluates_at(self.step):
             m.update(self.evaluate())
-        return m
+        return {**m, **self.take_faults()}
+
+    def take_faults(self) -> dict[str, float]:
+        """Restarts and rebuilds since the last call, with the seconds they cost (faults/...)."""
+        out = {**self.rollout.faults.take(), **self.rewards.faults.take(), **self.rebuild_metrics}
+        self.rebuild_metrics = {}
+        return out
 
     def save(self) -> Path:
         return save_checkpoint(self.run_dir, self.step, self.learners, self.sampler, self.cfg.checkpoint.keep_last)
@@ -118,20 +175,28 @@ def train(cfg: GritConfig, run_dir: Path, resume: bool = False, stop_after: int 
         if ckpt is not None:
             trainer.restore(ckpt)
         logger = MetricsLogger(run_dir, cfg.run.steps, cfg.logging.tensorboard, cfg.logging.progress,
-                               cfg.logging.wandb_project, cfg.run.name, cfg.model_dump(mode="json"), trainer.step)
+                               cfg.logging.wandb_project, cfg.run.name, cfg.model_dump(mode="json"),
+                               keep_through=trainer.step if ckpt is not None else -1)
         closing.callback(logger.close)
         if trainer.eval_rows and trainer.step == 0:  # the base model's numbers: the curve starts where training does
-            base = {"step": 0, **trainer.evaluate()}
+            base = {"step": 0, **trainer.evaluate(), **trainer.take_faults()}
             logger.log(base)
             _say(eval_line(base))
         while trainer.step < cfg.run.steps:
-            m = trainer.train_step()
-            logger.log(m)
-            if "eval/rows" in m:
-                _say(eval_line(m))
-            stopping = stop_after is not None and trainer.step >= stop_after
-            if trainer.step % cfg.checkpoint.every_n_steps == 0 or trainer.step == cfg.run.steps or stopping:
-                trainer.save()
+            try:
+                m = trainer.train_step()
+                logger.log(m)
+                if "eval/rows" in m:
+                    _say(eval_line(m))
+                stopping = stop_after is not None and trainer.step >= stop_after
+                if trainer.step % cfg.checkpoint.every_n_steps == 0 or trainer.step == cfg.run.steps or stopping:
+                    trainer.save()
+            except Exception as e:  # an actor lost outside generation and scoring: rebuild and replay
+                if not (is_actor_failure(e) or trainer.lost_learners()):
+                    raise
+                trainer.recover(e)
+                logger.rewind(trainer.step)  # the replayed steps are logged again, once
+                continue
             if stopping and trainer.step < cfg.run.steps:
                 _say(f"stopped after step {trainer.step} of {cfg.run.steps}; continue with --resume {run_dir}")
                 return None

@@ -16,19 +16,28 @@ def placement(cfg: GritConfig) -> tuple[list[dict], list[dict], Any]:
 
     r = cfg.resources
     n_learn, n_roll = cfg.learner.num_actors, cfg.rollout.num_workers
+    learner = {"CPU": r.cpus_per_actor, "GPU": r.gpus_per_learner, **r.learner_resources}
+    rollout = {"CPU": r.cpus_per_actor, "GPU": r.gpus_per_rollout_worker, **r.rollout_resources}
     if r.colocate:
         if n_roll > n_learn:
             raise ValueError(f"resources.colocate: {n_roll} rollout workers but only {n_learn} learner bundles")
-        bundles = [{"CPU": 2 * r.cpus_per_actor, "GPU": r.gpus_per_learner + r.gpus_per_rollout_worker}
-                   for _ in range(n_learn)]
+        shared = {k: learner.get(k, 0) + rollout.get(k, 0) for k in {*learner, *rollout}}
+        bundles = [dict(shared) for _ in range(n_learn)]
         roll_idx = list(range(n_roll))
     else:
-        bundles = [{"CPU": r.cpus_per_actor, "GPU": r.gpus_per_learner} for _ in range(n_learn)]
-        bundles += [{"CPU": r.cpus_per_actor, "GPU": r.gpus_per_rollout_worker} for _ in range(n_roll)]
+        bundles = [dict(learner) for _ in range(n_learn)] + [dict(rollout) for _ in range(n_roll)]
         roll_idx = list(range(n_learn, n_learn + n_roll))
     bundles = [{k: v for k, v in b.items() if v} for b in bundles]
     pg = placement_group(bundles, strategy=r.placement_strategy)
-    ray.get(pg.ready())
+    timeout = cfg.fault_tolerance.restart_timeout_s
+    ready, _ = ray.wait([pg.ready()], timeout=timeout)
+    if not ready:
+        from ray.util.placement_group import remove_placement_group
+
+        remove_placement_group(pg)
+        raise RuntimeError(f"the cluster cannot hold the actors: {len(bundles)} bundles {bundles} "
+                           f"({r.placement_strategy}) were not placed within {timeout:.0f}s "
+                           f"(fault_tolerance.restart_timeout_s); check `ray status`")
 
     def opts(i: int) -> dict:
         return {"scheduling_strategy": PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i)}

@@ -15,6 +15,7 @@ from typing import Any
 
 from grit_ray.algo.experience import TrainSample, assign_advantages
 from grit_ray.algo.grpo import refill_draw_size
+from grit_ray.algo.seeds import group_seeds
 from grit_ray.config import GritConfig
 from grit_ray.data.rows import Row
 from grit_ray.judge.scoring import RewardItem, ScoredCompletion
@@ -88,14 +89,12 @@ class TrainingStep:
 
     def _round(self, rows: dict[int, Row], step: int | None) -> _Round:
         """Generate the groups of ``rows`` (group id -> row) and score each completion as it arrives."""
-        import ray
-
         cfg = self.cfg
         started = time.perf_counter()
-        # per-group sampling seeds: the same step samples the same completions, resumed or not
-        requests = [PromptRequest(row=row, group_id=g, n=cfg.algorithm.group_size,
-                                  seed=(cfg.rollout.seed * 1_000_003 + (step or 0)) * 10_007
-                                  + g * cfg.algorithm.group_size)
+        # per-completion sampling seeds: the same step samples the same completions, resumed,
+        # replayed or re-issued after a worker died
+        n = cfg.algorithm.group_size
+        requests = [PromptRequest(row=row, group_id=g, n=n, seeds=group_seeds(cfg.rollout.seed, step or 0, g, n))
                     for g, row in rows.items()]
         samples: dict[tuple[int, int], SampledCompletion] = {}
         items: list[RewardItem] = []
@@ -107,7 +106,7 @@ class TrainingStep:
             items.append(item)
             samples[(s.group_id, s.index)] = s
         generation_s = time.perf_counter() - started
-        scored = ray.get(refs)
+        scored = self.rewards.collect(items, refs)  # items of a reward actor that died are scored again
         reward_tail_s = time.perf_counter() - started - generation_s
         return _Round(samples, self.rewards.settle(items, scored), generation_s, reward_tail_s)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,10 @@ class TensorBoardWriter:
 # the logger the driver uses
 
 
+def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if k != "step" and isinstance(v, int | float)}
+
+
 def _duration(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     h, rem = divmod(seconds, 3600)
@@ -58,17 +63,20 @@ def progress_line(m: dict[str, Any], total_steps: int, eta_s: float) -> str:
 
 
 class MetricsLogger:
-    """metrics.jsonl (one object per step), TensorBoard, optional W&B, and the progress line."""
+    """metrics.jsonl (one object per step), TensorBoard, optional W&B, and the progress line.
+
+    ``keep_through`` is the last step whose rows stay (the checkpoint a run resumes from; -1: a
+    fresh run keeps nothing): rows the run will log again leave metrics.jsonl, and the
+    TensorBoard events are rewritten from the rows kept, so both hold every step exactly once."""
 
     def __init__(self, run_dir: Path, total_steps: int, tensorboard: bool, progress: bool,
-                 wandb_project: str | None, run_name: str, config: dict[str, Any], resume_step: int = 0):
+                 wandb_project: str | None, run_name: str, config: dict[str, Any], keep_through: int = -1):
         self.path = run_dir / "metrics.jsonl"
-        self.total_steps, self.progress = total_steps, progress
-        if resume_step and self.path.exists():  # drop lines from beyond the checkpoint we resume from
-            kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= resume_step]
-            self.path.write_text("".join(ln + "\n" for ln in kept))
-        self._f = self.path.open("a")
-        self.tb = TensorBoardWriter(run_dir / "tb") if tensorboard else None
+        self.tb_dir = run_dir / "tb"
+        self.total_steps, self.progress, self.tensorboard = total_steps, progress, tensorboard
+        self._f = None
+        self.tb: TensorBoardWriter | None = None
+        self.rewind(keep_through)
         self.wandb = None
         if wandb_project:
             try:
@@ -80,10 +88,29 @@ class MetricsLogger:
                       file=sys.stderr)
         self._step_times: list[float] = []
 
+    def rewind(self, step: int) -> None:
+        """Continue logging after ``step``: later rows leave metrics.jsonl and TensorBoard."""
+        if self._f:
+            self._f.close()
+        kept: list[str] = []
+        if self.path.exists():
+            kept = [ln for ln in self.path.read_text().splitlines()
+                    if ln and json.loads(ln)["step"] <= step]
+            self.path.write_text("".join(ln + "\n" for ln in kept))
+        self._f = self.path.open("a")
+        if self.tb:
+            self.tb.close()
+        if self.tensorboard:
+            shutil.rmtree(self.tb_dir, ignore_errors=True)  # events are rewritten from the rows kept
+            self.tb = TensorBoardWriter(self.tb_dir)
+            for ln in kept:
+                row = json.loads(ln)
+                self.tb.scalars(row["step"], _numeric(row))
+
     def log(self, metrics: dict[str, Any]) -> None:
         self._f.write(json.dumps(metrics, sort_keys=True) + "\n")
         self._f.flush()
-        numeric = {k: v for k, v in metrics.items() if k != "step" and isinstance(v, int | float)}
+        numeric = _numeric(metrics)
         if self.tb:
             self.tb.scalars(metrics["step"], numeric)
         if self.wandb:

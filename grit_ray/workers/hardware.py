@@ -48,6 +48,18 @@ def deepspeed_env(device: str) -> dict[str, str]:
     return {"DS_ACCELERATOR": device}
 
 
+def gloo_env(node_ip: str) -> dict[str, str]:
+    """Bind gloo to the interface that carries this node's Ray address. Left alone, gloo binds
+    to whatever the host name resolves to, which is loopback on many machines (127.0.1.1 in
+    /etc/hosts), and peers on other hosts cannot connect. An explicit GLOO_SOCKET_IFNAME wins."""
+    import psutil
+
+    for name, addrs in psutil.net_if_addrs().items():
+        if any(a.address == node_ip for a in addrs):
+            return {"GLOO_SOCKET_IFNAME": name}
+    return {}
+
+
 def apply_env(env: dict[str, str]) -> None:
     for k, v in env.items():
         os.environ.setdefault(k, v)

@@ -26,15 +26,10 @@ from grit_ray.algo.grpo import BatchTotals, LossSettings, policy_loss
 from grit_ray.algo.stats import LearnerStats
 from grit_ray.config import GritConfig, ZeroStage
 from grit_ray.models import adapter_for
+from grit_ray.models.files import copy_side_files
 from grit_ray.workers.hardware import apply_env, deepspeed_env, resolve_comm_backend, resolve_device, resolve_dtype
 from grit_ray.workers.weight_sync import Bucket, TensorMeta, pack_into, plan_buckets
 
-# Files that make a saved model directory loadable besides the weights (copied from the source).
-_MODEL_SIDE_FILES = (
-    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-    "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json", "preprocessor_config.json",
-    "processor_config.json", "video_preprocessor_config.json", "added_tokens.json",
-)
 R = TypeVar("R")
 
 
@@ -244,9 +239,7 @@ class PolicyLearner:
             (tmp / old).rename(tmp / new)
         index = {"metadata": {"total_size": total}, "weight_map": {n: final_names[f] for n, f in weight_map.items()}}
         (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
-        for name in _MODEL_SIDE_FILES:
-            if (src := Path(self.model_path) / name).exists():
-                shutil.copy2(src, tmp / name)
+        copy_side_files(self.model_path, tmp)  # also for a hub id: from its snapshot in the HF cache
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)  # a crash mid-save never leaves a half-written model under the final name
         return out
@@ -256,6 +249,8 @@ class PolicyLearner:
     def save_checkpoint(self, ckpt_dir: str | Path) -> None:
         """Optimizer, scheduler, partitioned weights and step, for exact resume. Collective."""
         self.engine.save_checkpoint(str(Path(ckpt_dir) / "deepspeed"), tag="state", client_state={"step": self.step})
+        if self.rank == 0:  # config, tokenizer, processor and chat template travel with the state
+            copy_side_files(self.model_path, Path(ckpt_dir))
 
     def load_checkpoint(self, ckpt_dir: str | Path) -> int:
         path, client = self.engine.load_checkpoint(str(Path(ckpt_dir) / "deepspeed"), tag="state",

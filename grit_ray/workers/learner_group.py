@@ -13,6 +13,8 @@ import ray
 from grit_ray.algo.experience import TrainSample, totals_of
 from grit_ray.algo.stats import LearnerStats
 from grit_ray.config import GritConfig
+from grit_ray.workers.faults import get_all
+from grit_ray.workers.hardware import apply_env, gloo_env
 from grit_ray.workers.learner import PolicyLearner
 from grit_ray.workers.weight_sync import Bucket, ChannelSpec, WeightSender
 
@@ -34,6 +36,7 @@ class LearnerActor:
         return ray.util.get_node_ip_address(), port
 
     def setup(self, cfg: GritConfig, model_path: str, rank: int, world_size: int, addr: str, port: int) -> float:
+        apply_env(gloo_env(ray.util.get_node_ip_address()))  # the ranks meet across hosts, not on loopback
         self.learner = PolicyLearner(cfg, model_path, rank, world_size, addr, port)
         return self.learner.startup_s
 
@@ -60,6 +63,16 @@ class LearnerActor:
             return {"refs": [], "send_s": time.perf_counter() - started}
         refs = self.sender.send(flats)
         return {"refs": refs, "send_s": time.perf_counter() - started}
+
+    def put_weights(self) -> list:
+        """The object-store path whatever the transport: each bucket gathered (every rank takes
+        part) and put into Ray's object store by rank 0. Refits a restarted rollout worker."""
+        flats = self.learner.packed_buckets(self.sync_plan, "cpu")
+        if self.learner.rank != 0:
+            for _ in flats:
+                pass
+            return []
+        return [ray.put(flat) for flat in flats]
 
     def save_hf_model(self, out_dir: str, bucket_mb: float) -> str | None:
         out = self.learner.save_hf_model(out_dir, bucket_mb)
@@ -98,17 +111,24 @@ class LearnerGroup:
         placed = per_actor_options or [{}] * self.size  # e.g. a placement-group bundle per rank
         self.actors = [ray.remote(self.actor_class).options(**options, **placed[r]).remote() for r in range(self.size)]
         addr, port = ray.get(self.actors[0].rendezvous_address.remote())
+        self.address = f"{addr}:{port}"  # where the ranks' process group meets (rank 0's node)
         self.startup_s = max(ray.get([a.setup.remote(cfg, model_path, r, self.size, addr, port)
                                       for r, a in enumerate(self.actors)]))
 
+    def _get(self, refs: list, what: str) -> list[Any]:
+        """Results of one call per rank; a rank that does not answer within
+        ``fault_tolerance.learner_step_timeout_s`` raises ``ActorHangError`` naming it."""
+        names = [f"learner rank {r}" for r in range(self.size)]
+        return get_all(refs, names, self.cfg.fault_tolerance.learner_step_timeout_s, what)
+
     def _all(self, method: str, *args) -> list[Any]:
-        return ray.get([getattr(a, method).remote(*args) for a in self.actors])
+        return self._get([getattr(a, method).remote(*args) for a in self.actors], method)
 
     def train_step(self, samples: list[TrainSample]) -> LearnerStats:
         """One optimizer step over the whole batch; advantages must already be set."""
         totals = totals_of(samples)
         shards = shard_samples(samples, self.size, self.cfg.learner.micro_batch_size)
-        results = ray.get([a.train_step.remote(s, totals) for a, s in zip(self.actors, shards)])
+        results = self._get([a.train_step.remote(s, totals) for a, s in zip(self.actors, shards)], "learner step")
         return LearnerStats.reduce(results)
 
     def save_hf_model(self, out_dir: str | Path) -> Path:

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections import Counter
+import time
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ from grit_ray.judge import make_judge
 from grit_ray.judge.protocol import JudgeRequest, JudgeResult, JudgeStatus
 from grit_ray.judge.scoring import CompletionScorer, RewardItem, ScoredCompletion
 from grit_ray.judge.secrets import MissingAPIKey, Secret, key_from_env
+from grit_ray.workers.faults import FaultLog, Incarnations, wait_until_alive
 
 
 class RewardActor:
@@ -42,7 +44,8 @@ class RewardActor:
         self.judge = make_judge(reward.judge, api_key)
         self.scorer = CompletionScorer(self.reward_set, self.judge, counting_datasets, reward.judge.on_failure,
                                        judge_call=self._judge)
-        self._cache: dict[str, asyncio.Future] = {}
+        # judge results by request, least recently used first; bounded (reward.judge.cache_entries)
+        self._cache: OrderedDict[str, asyncio.Future] = OrderedDict()
         self.stats: Counter = Counter()
 
     def _key(self, req: JudgeRequest) -> str:
@@ -60,21 +63,25 @@ class RewardActor:
         key = self._key(req)
         if key in self._cache:
             self.stats["cache_hits"] += 1
+            self._cache.move_to_end(key)
             return await asyncio.shield(self._cache[key]), True
         fut = asyncio.get_running_loop().create_future()
         self._cache[key] = fut
+        while len(self._cache) > self.cfg.judge.cache_entries:  # an evicted call in flight still answers its waiters
+            self._cache.popitem(last=False)
+            self.stats["cache_evictions"] += 1
         self.stats["judge_calls"] += 1
         try:
             result = await self.judge.judge(req)
         except asyncio.CancelledError:  # waiters are cancelled with the call, and nothing is cached
-            del self._cache[key]
+            self._cache.pop(key, None)
             fut.cancel()
             raise
         except Exception as e:  # a judge bug fails this call, not the actor; waiters get the failure
             result = JudgeResult(JudgeStatus.FAILED, error=f"{type(e).__name__}: {e}")
         fut.set_result(result)
         if result.status is not JudgeStatus.OK:
-            del self._cache[key]
+            self._cache.pop(key, None)
         return result, False
 
     async def score(self, item: RewardItem) -> ScoredCompletion:
@@ -107,7 +114,9 @@ class StepRewards:
 
 class RewardPool:
     """Driver-side handle on N reward actors. ``submit`` returns at once (an ObjectRef), so the
-    driver can hand each completion over the moment a rollout worker streams it."""
+    driver can hand each completion over the moment a rollout worker streams it; ``collect``
+    waits for the scores. An actor that dies is restarted by Ray (``fault_tolerance.actor_restarts``)
+    and the items it held are scored again (docs/cluster.md)."""
 
     def __init__(self, cfg: GritConfig, actor_options: dict[str, Any] | None = None):
         import ray
@@ -118,24 +127,63 @@ class RewardPool:
             raise MissingAPIKey(f"the openai judge needs an API key: export {judge.api_key_env}=... "
                                 f"(reward.judge.api_key_env names the variable)")
         cls = RewardActor if cfg.reward.actor_class is None else import_object(cfg.reward.actor_class)
-        options = {"num_cpus": cfg.resources.cpus_per_actor, "max_concurrency": max(1000, 4 * judge.concurrency)}
+        ft = cfg.fault_tolerance
+        options = {"num_cpus": cfg.resources.cpus_per_actor, "max_concurrency": max(1000, 4 * judge.concurrency),
+                   "max_restarts": ft.actor_restarts, "max_task_retries": 0,  # collect() re-submits
+                   "resources": dict(cfg.resources.reward_resources)}
         options.update(actor_options or {})
         actor_cls = ray.remote(cls).options(**options)
         # the key travels in the actor-creation call, never through env vars, configs or logs
         self.actors = [actor_cls.remote(cfg.reward, list(cfg.data.counting_datasets), key)
                        for _ in range(cfg.reward.num_actors)]
         self.policy = judge.on_failure
+        self.restart_timeout_s = ft.restart_timeout_s
+        self.faults = FaultLog()
+        self.incarnations = Incarnations(self.actors)
         self._next = 0
+        self._owner: dict[Any, int] = {}  # ObjectRef -> the actor scoring it, until collected
 
     def submit(self, item: RewardItem):
-        actor = self.actors[self._next % len(self.actors)]
+        i = self._next % len(self.actors)
         self._next += 1
-        return actor.score.remote(item)
+        ref = self.actors[i].score.remote(item)
+        self._owner[ref] = i
+        return ref
+
+    def collect(self, items: list[RewardItem], refs: list) -> list[ScoredCompletion]:
+        """The scores of ``submit``-ted items, in order. An item whose actor died is submitted
+        again once Ray has restarted that actor."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        out, dead = [], set()
+        first_failure = last_rescored = 0.0
+        for item, ref in zip(items, refs):
+            while True:
+                try:
+                    out.append(ray.get(ref))
+                    break
+                except RayActorError:
+                    i = self._owner.pop(ref)
+                    first_failure = first_failure or time.perf_counter()
+                    if i not in dead:
+                        dead.add(i)
+                        print(f"[grit-ray] reward actor {i} died; scoring its items again once it is back",
+                              flush=True)
+                    wait_until_alive(self.actors[i], f"reward actor {i}", self.restart_timeout_s)
+                    ref = self.actors[i].score.remote(item)
+                    self._owner[ref] = i
+            self._owner.pop(ref, None)
+            last_rescored = time.perf_counter() if dead else 0.0
+        # restarts are counted from the actors' processes: one that died while idle is back
+        # without any of its items failing
+        restarted = len(self.incarnations.restarted())
+        if dead or restarted:  # lost: from noticing the death to the end of this collection
+            self.faults.record("reward", last_rescored - first_failure if dead else 0.0, restarts=restarted)
+        return out
 
     def score(self, items: list[RewardItem]) -> list[ScoredCompletion]:
-        import ray
-
-        return ray.get([self.submit(i) for i in items])
+        return self.collect(items, [self.submit(i) for i in items])
 
     def settle(self, items: list[RewardItem], scored: list[ScoredCompletion]) -> StepRewards:
         """Apply the failure policy to a step's results; count every outcome."""

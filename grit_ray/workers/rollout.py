@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
@@ -26,7 +27,8 @@ from grit_ray.config import GritConfig, RolloutBackend
 from grit_ray.data.rows import DataError, Row
 from grit_ray.grit.prompts import chat_messages
 from grit_ray.models import adapter_for
-from grit_ray.workers.hardware import apply_env, resolve_device, resolve_dtype, vllm_env
+from grit_ray.workers.faults import FaultLog, Incarnations, wait_until_alive
+from grit_ray.workers.hardware import apply_env, gloo_env, resolve_device, resolve_dtype, vllm_env
 
 
 @dataclass
@@ -37,12 +39,22 @@ class Completion:
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
 
 
-@dataclass
+@dataclass(frozen=True)
 class PromptRequest:
     row: Row
     group_id: int
-    n: int  # completions wanted for this prompt
-    seed: int | None = None  # completion k samples with seed + k: reproducible whatever else the engine runs
+    n: int  # the group's size
+    seeds: tuple[int, ...] | None = None  # completion k samples with seeds[k]: the same whatever else the engine runs
+    indices: tuple[int, ...] | None = None  # the completions wanted (a re-issue after a worker died); None: all n
+
+    def wanted(self, greedy: bool = False) -> tuple[int, ...]:
+        """Indices of the completions to generate (greedy decoding has one answer per prompt)."""
+        if greedy:
+            return (0,)
+        return tuple(range(self.n)) if self.indices is None else self.indices
+
+    def seed_of(self, k: int, greedy: bool = False) -> int | None:
+        return None if greedy or self.seeds is None else self.seeds[k]
 
 
 @dataclass
@@ -62,6 +74,15 @@ class GroupResult:
     row: Row
     prompt: str
     completions: list[Completion]
+
+
+def unfinished_requests(undelivered: dict[tuple[int, int], PromptRequest]) -> list[PromptRequest]:
+    """The requests that ask again for exactly the undelivered completions ((group, index) ->
+    the request it came from), each with its own seed."""
+    by_group: dict[int, tuple[PromptRequest, list[int]]] = {}
+    for (g, k), req in sorted(undelivered.items()):
+        by_group.setdefault(g, (req, []))[1].append(k)
+    return [replace(req, indices=tuple(ks)) for req, ks in by_group.values()]
 
 
 def group_results(requests: list[PromptRequest], samples: Iterable[SampledCompletion]) -> list[GroupResult]:
@@ -180,13 +201,13 @@ class VLLMGenerator(Generator):
             for req in requests:
                 prompt = self.prompt_text(req.row.question)
                 engine_prompt = self.engine_prompt(prompt, req.row)  # DataError names the row
-                for k in range(1 if greedy else req.n):
+                for k in req.wanted(greedy):
                     rid = str(self._next_id)
                     self._next_id += 1
                     seeded = params
-                    if req.seed is not None and not greedy:
+                    if (seed := req.seed_of(k, greedy)) is not None:
                         seeded = params.clone()
-                        seeded.seed = req.seed + k
+                        seeded.seed = seed
                     self.engine.add_request(rid, engine_prompt, seeded)
                     pending[rid] = (req, k, prompt)
             self.encoder.clear()
@@ -248,7 +269,8 @@ class HFGenerator(Generator):
             encoded = self.encoder.encode(prompt, req.row.image, req.row.where)
             inputs = {k: v.to(self.device) for k, v in encoded.items()}
             self.check_length(inputs["input_ids"].shape[1], req.row)
-            n = 1 if greedy else req.n
+            wanted = req.wanted(greedy)
+            n = len(wanted)
             sampling = {"do_sample": False} if greedy else {
                 "do_sample": True, "temperature": ro.temperature, "top_p": ro.top_p,
                 "top_k": ro.top_k if ro.top_k > 0 else None}
@@ -269,7 +291,7 @@ class HFGenerator(Generator):
                 ids = ids[:length]
                 lps = logprobs[k, torch.arange(length), torch.tensor(ids, dtype=torch.long)].tolist()
                 text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                yield req, k, prompt, Completion(text=text, token_ids=ids, logprobs=lps, finish_reason=reason)
+                yield req, wanted[k], prompt, Completion(text=text, token_ids=ids, logprobs=lps, finish_reason=reason)
         self.encoder.clear()
 
     def _finished_length(self, ids: list[int]) -> tuple[int, str]:
@@ -320,6 +342,9 @@ class RolloutWorker:
     def startup_seconds(self) -> float:
         return self.startup_s
 
+    def weights_version_now(self) -> int:
+        return self.weights_version
+
     def device(self) -> str:
         """The device this worker resolved for itself (the driver's host may have none)."""
         return self.generator.device
@@ -334,6 +359,9 @@ class RolloutWorker:
 
     # weight sync: the receiver object (weight_sync.py) pulls buckets and feeds the generator
     def attach_receiver(self, receiver) -> None:
+        import ray
+
+        apply_env(gloo_env(ray.util.get_node_ip_address()))  # the sync group meets across hosts
         self.sync = receiver
         self.sync.connect()
 
@@ -353,7 +381,11 @@ class RolloutWorker:
 class RolloutPool:
     """Driver-side handle on N rollout actors. Whole groups go to the least-loaded worker (a group
     stays on one engine so its completions share the prompt's prefix cache); the workers' streams
-    are merged in the order completions finish."""
+    are merged in the order completions finish.
+
+    A worker that dies is restarted by Ray (``fault_tolerance.actor_restarts``); the pool waits
+    for it, has ``refit`` load the current weights into it, and asks it again for exactly the
+    completions it had not delivered, with the same seeds (docs/cluster.md)."""
 
     worker_class: type = RolloutWorker  # testing/ swaps in a subclass with inspection hooks
 
@@ -362,38 +394,74 @@ class RolloutPool:
         import ray
 
         # the engine's environment is set inside the worker (VLLMGenerator), for the device it has
-        options = {"num_cpus": cfg.resources.cpus_per_actor, "num_gpus": cfg.resources.gpus_per_rollout_worker}
+        ft = cfg.fault_tolerance
+        options = {"num_cpus": cfg.resources.cpus_per_actor, "num_gpus": cfg.resources.gpus_per_rollout_worker,
+                   "max_restarts": ft.actor_restarts, "max_task_retries": 0}  # the pool re-issues, after a refit
         options.update(actor_options or {})
         n = num_workers or cfg.rollout.num_workers
         placed = per_actor_options or [{}] * n  # e.g. a placement-group bundle per worker
         self.workers = [ray.remote(self.worker_class).options(**options, **placed[i]).remote(cfg, model_path, i)
                         for i in range(n)]
         self.startup_s = max(ray.get([w.startup_seconds.remote() for w in self.workers]))
+        self.restart_timeout_s = ft.restart_timeout_s
+        self.refit: Callable[[int], None] | None = None  # set by WeightSync: current weights into worker i
+        self.faults = FaultLog()
+        self.incarnations = Incarnations(self.workers)
 
     def assign(self, requests: list[PromptRequest]) -> list[list[PromptRequest]]:
         """Longest-processing-time-first: each group to the worker with the fewest completions so far."""
         chunks: list[list[PromptRequest]] = [[] for _ in self.workers]
         load = [0] * len(self.workers)
-        for req in sorted(requests, key=lambda r: -r.n):
+        for req in sorted(requests, key=lambda r: -len(r.wanted())):
             i = load.index(min(load))
             chunks[i].append(req)
-            load[i] += req.n
+            load[i] += len(req.wanted())
         return chunks
 
     def stream(self, requests: list[PromptRequest], greedy: bool = False) -> Iterator[SampledCompletion]:
         import ray
+        from ray.exceptions import RayActorError
 
-        streams = [w.stream.options(num_returns="streaming").remote(chunk, greedy)
-                   for w, chunk in zip(self.workers, self.assign(requests)) if chunk]
-        while streams:
-            ready, _ = ray.wait(streams, num_returns=1)
+        running: dict[Any, tuple[int, dict[tuple[int, int], PromptRequest]]] = {}  # stream -> (worker, undelivered)
+
+        def start(i: int, chunk: list[PromptRequest]) -> None:
+            gen = self.workers[i].stream.options(num_returns="streaming").remote(chunk, greedy)
+            running[gen] = (i, {(r.group_id, k): r for r in chunk for k in r.wanted(greedy)})
+
+        for i in self.incarnations.restarted():  # died while idle: Ray brought it back with the initial weights
+            self.recover(i, 0)
+        for i, chunk in enumerate(self.assign(requests)):
+            if chunk:
+                start(i, chunk)
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1)
             for gen in ready:
+                i, undelivered = running[gen]
                 try:
-                    ref = next(gen)
+                    sample = ray.get(next(gen))
                 except StopIteration:
-                    streams.remove(gen)
+                    del running[gen]
                     continue
-                yield ray.get(ref)
+                except RayActorError:
+                    del running[gen]
+                    self.recover(i, len(undelivered))
+                    start(i, unfinished_requests(undelivered))
+                    continue
+                undelivered.pop((sample.group_id, sample.index), None)
+                yield sample
+
+    def recover(self, i: int, lost: int) -> None:
+        """Worker ``i`` died: wait for Ray to restart it and load the current weights into it."""
+        started = time.perf_counter()
+        print(f"[grit-ray] rollout worker {i} died with {lost} completions unfinished; waiting for its restart",
+              flush=True)
+        wait_until_alive(self.workers[i], f"rollout worker {i}", self.restart_timeout_s)
+        if self.refit is not None:
+            self.refit(i)
+        self.incarnations.seen(i)
+        lost_s = time.perf_counter() - started
+        self.faults.record("rollout", lost_s)
+        print(f"[grit-ray] rollout worker {i} is back ({lost_s:.1f}s); re-issuing its {lost} completions", flush=True)
 
     def generate(self, requests: list[PromptRequest], greedy: bool = False) -> list[GroupResult]:
         return group_results(requests, self.stream(requests, greedy))

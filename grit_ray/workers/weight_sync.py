@@ -25,6 +25,7 @@ from datetime import timedelta
 import torch
 
 from grit_ray.config import CommBackend, Device
+from grit_ray.workers.faults import get_all
 from grit_ray.workers.hardware import resolve_comm_backend, resolve_device
 
 _DTYPES = {str(t): t for t in (torch.float32, torch.bfloat16, torch.float16, torch.float64, torch.int64,
@@ -210,8 +211,10 @@ class WeightReceiver:
 
 
 class WeightSync:
-    """Driver-side handle: wires learner rank 0 to every rollout worker once, then ``sync()`` after
-    each optimizer step makes one call per actor."""
+    """Driver-side handle: wires learner rank 0 to every rollout worker, then ``sync()`` after
+    each optimizer step makes one call per actor. A rollout worker that Ray restarted is refitted
+    on its own through the object store (``refit``); a broadcast group that lost a member is
+    rebuilt, with every member, before the next sync."""
 
     def __init__(self, cfg, learners, rollout):
         import ray
@@ -219,35 +222,72 @@ class WeightSync:
         from grit_ray.config import SyncTransport
 
         ws = cfg.weight_sync
-        self.learners, self.rollout = learners, rollout
+        self.cfg, self.learners, self.rollout = cfg, learners, rollout
         self.broadcast = ws.transport is SyncTransport.BROADCAST
+        self.timeout_s = ws.timeout_s
         self.plan: list[Bucket] = ray.get(learners.actors[0].weight_plan.remote(ws.bucket_mb, True))
         self.nbytes = sum(b.nbytes for b in self.plan)
-        specs: list[ChannelSpec | None] = [None] * (1 + len(rollout.workers))
-        if self.broadcast:
-            host, port = ray.get(learners.actors[0].rendezvous_address.remote())
-            specs = [ChannelSpec(host=host, port=port, rank=r, world_size=len(specs), backend=cfg.learner.comm_backend,
-                                 device=cfg.model.device, timeout_s=ws.timeout_s) for r in range(len(specs))]
-        calls = [a.prepare_sync.remote(self.plan, specs[0] if i == 0 else None) for i, a in enumerate(learners.actors)]
-        calls += [w.attach_receiver.remote(WeightReceiver(self.plan, specs[i + 1], cfg.model.device))
-                  for i, w in enumerate(rollout.workers)]
-        ray.get(calls)  # all members of the sync group connect together
+        self._wire()
         self.version = 0
+        rollout.refit = self.refit
+
+    def _wire(self) -> None:
+        """All members of the sync group connect together (a broadcast group on a fresh port)."""
+        import ray
+
+        n = 1 + len(self.rollout.workers)
+        specs: list[ChannelSpec | None] = [None] * n
+        self.address = "object store"
+        if self.broadcast:
+            host, port = ray.get(self.learners.actors[0].rendezvous_address.remote())
+            self.address = f"{host}:{port}"  # learner rank 0's node hosts the group's store
+            specs = [ChannelSpec(host=host, port=port, rank=r, world_size=n, backend=self.cfg.learner.comm_backend,
+                                 device=self.cfg.model.device, timeout_s=self.timeout_s) for r in range(n)]
+        calls = [a.prepare_sync.remote(self.plan, specs[0] if i == 0 else None)
+                 for i, a in enumerate(self.learners.actors)]
+        calls += [w.attach_receiver.remote(WeightReceiver(self.plan, specs[i + 1], self.cfg.model.device))
+                  for i, w in enumerate(self.rollout.workers)]
+        names = [f"learner rank {r}" for r in range(len(self.learners.actors))]
+        names += [f"rollout worker {i}" for i in range(len(self.rollout.workers))]
+        get_all(calls, names, self.timeout_s, "weight sync set-up")
+        self.rewire = False
 
     def sync(self, version: int | None = None) -> dict[str, float]:
         """Current learner weights into every rollout engine; returns timing and volume.
-        ``version`` labels the weights (the driver passes the step that produced them)."""
-        import ray
-
+        ``version`` labels the weights (the driver passes the step that produced them). A member
+        that does not answer within ``weight_sync.timeout_s`` raises ``ActorHangError`` naming it."""
+        if self.rewire:
+            self._wire()
         self.version = self.version + 1 if version is None else version
         started = time.perf_counter()
+        learner_names = [f"learner rank {r}" for r in range(len(self.learners.actors))]
+        worker_names = [f"rollout worker {i}" for i in range(len(self.rollout.workers))]
         sends = [a.send_weights.remote() for a in self.learners.actors]
         if self.broadcast:
-            received = ray.get([w.receive_weights.remote(self.version) for w in self.rollout.workers])
-            ray.get(sends)
+            receives = [w.receive_weights.remote(self.version) for w in self.rollout.workers]
+            received = get_all(receives + sends, worker_names + learner_names, self.timeout_s,
+                               "weight sync")[:len(receives)]
         else:
-            refs = ray.get(sends)[0]["refs"]
-            received = ray.get([w.receive_weights_from_refs.remote(refs, self.version) for w in self.rollout.workers])
+            refs = get_all(sends, learner_names, self.timeout_s, "weight sync")[0]["refs"]
+            received = get_all([w.receive_weights_from_refs.remote(refs, self.version)
+                                for w in self.rollout.workers], worker_names, self.timeout_s, "weight sync")
         wall = time.perf_counter() - started
         return {"sync_s": wall, "sync_bytes": float(self.nbytes), "sync_gb_per_s": self.nbytes / wall / 1e9,
                 "sync_tensors": float(received[0]["loaded_tensors"]), "weights_version": float(self.version)}
+
+    def refit(self, i: int) -> None:
+        """Rollout worker ``i`` was restarted with the initial weights: give it the current ones
+        through the object store, and check that it reports their version."""
+        worker = self.rollout.workers[i]
+        refs = get_all([a.put_weights.remote() for a in self.learners.actors],
+                       [f"learner rank {r}" for r in range(len(self.learners.actors))], self.timeout_s,
+                       f"refit of rollout worker {i}")[0]
+        get_all([worker.attach_receiver.remote(WeightReceiver(self.plan, None, self.cfg.model.device))],
+                [f"rollout worker {i}"], self.timeout_s, "refit")
+        get_all([worker.receive_weights_from_refs.remote(refs, self.version)], [f"rollout worker {i}"],
+                self.timeout_s, "refit")
+        loaded = get_all([worker.weights_version_now.remote()], [f"rollout worker {i}"], self.timeout_s, "refit")[0]
+        if loaded != self.version:
+            raise RuntimeError(f"refit of rollout worker {i}: it reports weights version {loaded}, "
+                               f"expected {self.version}")
+        self.rewire = self.broadcast  # the old broadcast group lost a member: rebuild it before the next sync

@@ -6,12 +6,14 @@ from __future__ import annotations
 import itertools
 import re
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 import ray
 import torch
 
 from grit_ray.algo.experience import TrainSample, assign_advantages, collate, completion_logprobs
+from grit_ray.algo.seeds import group_seeds
 from grit_ray.config import DataSource, load_config
 from grit_ray.config import ModelFamily
 from grit_ray.data.rows import RowStream
@@ -104,6 +106,19 @@ def test_groups_stream_from_both_workers(stack, rows, cfg, tiny_model_dir):
         assert not forbidden & set(c.token_ids)
     groups = pool.generate(requests)
     assert any(len({tuple(c.token_ids) for c in g.completions}) > 1 for g in groups)  # sampled, not copies
+
+
+def test_a_reissued_completion_is_the_one_first_sampled(stack, rows):
+    """After a worker died, the pool asks again for just its undelivered completions, with their
+    seeds: the engine samples the same tokens though the batch around them differs."""
+    pool, _, _ = stack
+    first = [PromptRequest(r, g, GROUP, seeds=group_seeds(0, 5, g, GROUP)) for g, r in enumerate(rows[:3])]
+    sampled = {(s.group_id, s.index): s.completion.token_ids for s in pool.stream(first)}
+    again = [replace(first[1], indices=(1, 3))]
+    resampled = {(s.group_id, s.index): s.completion.token_ids for s in pool.stream(again)}
+    assert set(resampled) == {(1, 1), (1, 3)}
+    assert resampled == {k: sampled[k] for k in resampled}
+    assert sampled[(1, 1)] != sampled[(1, 3)]  # distinct seeds: distinct samples, not one repeated
 
 
 def test_engine_expands_image_tokens_exactly_like_the_learner_processor(stack, rows, hf):

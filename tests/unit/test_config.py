@@ -64,6 +64,18 @@ def test_cross_field_checks():
         load_config(overrides=["model.min_pixels=40000"])  # the default max_pixels is 28224
     with pytest.raises(ConfigError, match="InternVL3 writes norm1000"):
         load_config(overrides=["model.family=internvl3"])
+    with pytest.raises(ConfigError, match="model.dtype: float16 is not supported: the learner has no loss scaling"):
+        load_config(overrides=["model.dtype=float16"])
+
+
+def test_colocated_gpus_need_a_transport_nccl_accepts():
+    colocated = ["resources.colocate=true", "resources.gpus_per_learner=0.5", "resources.gpus_per_rollout_worker=0.5",
+                 "learner.comm_backend=auto"]
+    with pytest.raises(ConfigError, match="resources.colocate: true with weight_sync.transport: broadcast"):
+        load_config(overrides=colocated)
+    assert load_config(overrides=[*colocated, "weight_sync.transport=object_store"]).resources.colocate
+    assert load_config(overrides=[*colocated, "learner.comm_backend=gloo"]).resources.colocate  # no NCCL involved
+    assert load_config(overrides=["resources.colocate=true"]).resources.colocate  # CPU actors share no GPU
 
 
 def test_missing_training_data_is_an_error():

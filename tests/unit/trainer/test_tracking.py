@@ -95,9 +95,37 @@ def test_metrics_jsonl_tensorboard_and_progress(tmp_path, capsys):
 
 
 def test_resume_trims_metrics_beyond_the_checkpoint(tmp_path):
-    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3)))
-    MetricsLogger(tmp_path, 5, False, False, None, "t", {}, resume_step=2).close()
-    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in (0, 1, 2, 3)))
+    MetricsLogger(tmp_path, 5, False, False, None, "t", {}, keep_through=2).close()
+    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2]
+    MetricsLogger(tmp_path, 5, False, False, None, "t", {}, keep_through=0).close()  # rebuilt before step 1
+    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [0]
+    MetricsLogger(tmp_path, 5, False, False, None, "t", {}).close()  # a fresh run in the same directory
+    assert (tmp_path / "metrics.jsonl").read_text() == ""
+
+
+def _tensorboard_steps(run_dir) -> list[tuple[int, str]]:
+    """(step, tag) of every scalar in every event file under run_dir/tb."""
+    out = []
+    for f in sorted((run_dir / "tb").glob("events.out.tfevents.*")):
+        for e in (dict(_fields(r)) for r in _records(f.read_bytes())):
+            if 5 in e:
+                out += [(e[2], dict(_fields(v))[1].decode()) for n, v in _fields(e[5]) if n == 1]
+    return out
+
+
+def test_tensorboard_holds_each_step_once_after_a_resume(tmp_path):
+    first = MetricsLogger(tmp_path, 4, True, False, None, "t", {})
+    for step in (1, 2, 3):  # the run dies after step 3; its last checkpoint is step 2
+        first.log({"step": step, "reward/mean": float(step)})
+    first.close()
+    resumed = MetricsLogger(tmp_path, 4, True, False, None, "t", {}, keep_through=2)
+    for step in (3, 4):
+        resumed.log({"step": step, "reward/mean": 10.0 + step})
+    resumed.close()
+    assert sorted(_tensorboard_steps(tmp_path)) == [(s, "reward/mean") for s in (1, 2, 3, 4)]
+    assert [json.loads(x)["reward/mean"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
+        1.0, 2.0, 13.0, 14.0]
 
 
 def test_progress_line_with_missing_values():
