@@ -55,7 +55,7 @@ def test_a_run_survives_killed_rollout_reward_and_learner_processes(tmp_path, ti
     args = ["--steps", "14", "--run-dir", str(run), "--set", f"model.path={HUB_ID}", "learner.num_actors=2",
             "algorithm.prompts_per_step=4", "learner.micro_batch_size=2", "rollout.max_new_tokens=16",
             "algorithm.refill_zero_signal_groups=false", "data.synthetic.n=64", "checkpoint.every_n_steps=4",
-            "eval.every_n_steps=7", "eval.max_rows=8", "logging.progress=false"]
+            "eval.every_n_steps=7", "eval.max_rows=32", "logging.progress=false"]
     proc = subprocess.Popen([sys.executable, "-m", "grit_ray.cli", "train", *args], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -73,7 +73,7 @@ def test_a_run_survives_killed_rollout_reward_and_learner_processes(tmp_path, ti
 
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(15)), out[-3000:]  # every step once, the base row included
-    assert rows[0]["eval/rows"] == 8 and rows[14]["eval/rows"] == 8  # the evaluation hit by a kill completed
+    assert rows[0]["eval/rows"] == 32 and rows[14]["eval/rows"] == 32  # the evaluation hit by a kill completed
 
     def total(key: str) -> float:
         return sum(r.get(key, 0.0) for r in rows)
