@@ -2,8 +2,9 @@
 IP on a bridge (the test makes them as root and removes them afterwards). The head runs no
 actors; learners live on one host, rollout workers and reward actors on another. ``ray job
 submit`` to the head trains; the process groups meet at the learner host's IP, not on loopback.
-Then the rollout host is lost: the run stops with a message that says so and a checkpoint, and
-``--resume`` finishes it once the host is back."""
+Then the rollout host is lost: the run stops with a message that says so and a checkpoint. It is
+resumed once the host is back, with a spare host beside it; the host holding the rollout worker is
+lost again, and this time the run goes on with the other."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ from tests.cli_runs import REPO
 pytestmark = [pytest.mark.vllm, pytest.mark.ray]
 
 BRIDGE, SUBNET = "grit-br0", "10.77.0"
-HEAD, LEARNERS, ROLLOUTS = "head", "learners", "rollouts"
-IPS = {HEAD: f"{SUBNET}.11", LEARNERS: f"{SUBNET}.12", ROLLOUTS: f"{SUBNET}.13"}
+HEAD, LEARNERS, ROLLOUTS, SPARE = "head", "learners", "rollouts", "spare"
+IPS = {HEAD: f"{SUBNET}.11", LEARNERS: f"{SUBNET}.12", ROLLOUTS: f"{SUBNET}.13", SPARE: f"{SUBNET}.14"}
 GCS_PORT, DASHBOARD_PORT = 6390, 8266
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -92,7 +93,7 @@ def _start_node(host: str, env: dict, temp: Path) -> None:
         args = ["--head", "--port", str(GCS_PORT), "--dashboard-host", IPS[HEAD], "--dashboard-port",
                 str(DASHBOARD_PORT), "--num-cpus", "0", "--temp-dir", str(temp / host)]
     else:
-        role = {LEARNERS: '{"learner_host": 4}', ROLLOUTS: '{"rollout_host": 4}'}[host]
+        role = {LEARNERS: '{"learner_host": 4}', ROLLOUTS: '{"rollout_host": 4}', SPARE: '{"rollout_host": 4}'}[host]
         args = ["--address", f"{IPS[HEAD]}:{GCS_PORT}", "--num-cpus", "2", "--resources", role,
                 "--temp-dir", str(temp / host)]  # a disk of its own, as on separate machines
     _sh(RAY, "start", "--node-ip-address", IPS[host], "--disable-usage-stats", *args, ns=host, env=env, timeout=180)
@@ -108,7 +109,7 @@ def cluster(tmp_path):
     _remove_hosts()  # leftovers of an interrupted run
     _make_hosts()
     try:
-        for host in (HEAD, LEARNERS, ROLLOUTS):
+        for host in (HEAD, LEARNERS, ROLLOUTS):  # the spare host joins later
             _start_node(host, env, temp)
         yield env, temp
     finally:
@@ -128,7 +129,26 @@ def _steps(run: Path) -> list[int]:
     return [json.loads(x)["step"] for x in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_three_hosts_train_and_a_lost_host_stops_the_run_resumably(cluster, tmp_path, tiny_model_dir):
+def _host_running(title: str) -> str | None:
+    """The host whose processes include one titled ``title`` (e.g. ``ray::RolloutWorker``)."""
+    for host in IPS:
+        for pid in _host_pids(host):
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(title.encode()):
+                    return host
+            except OSError:
+                pass
+    return None
+
+
+def _wait_for_step(proc: subprocess.Popen, run: Path, step: int) -> None:
+    deadline = time.time() + 600
+    while step not in _steps(run):
+        assert proc.poll() is None and time.time() < deadline, f"the run ended before step {step}"
+        time.sleep(0.1)
+
+
+def test_three_hosts_train_and_survive_or_stop_on_a_lost_host(cluster, tmp_path, tiny_model_dir):
     env, temp = cluster
     run = tmp_path / "run"
     placed = ["--set", f"model.path={tiny_model_dir}", "learner.num_actors=2", "learner.zero_stage=3",
@@ -139,12 +159,9 @@ def test_three_hosts_train_and_a_lost_host_stops_the_run_resumably(cluster, tmp_
               "resources.reward_resources={rollout_host: 1}"]
 
     # a run on three hosts; its rollout host is lost after step 3, and nothing else offers rollout_host
-    submitted = subprocess.Popen(_job("--steps", "8", "--run-dir", str(run), *placed), env=env, cwd=REPO,
+    submitted = subprocess.Popen(_job("--steps", "24", "--run-dir", str(run), *placed), env=env, cwd=REPO,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 600
-    while 3 not in _steps(run):
-        assert submitted.poll() is None and time.time() < deadline, "the run ended before step 3"
-        time.sleep(0.1)
+    _wait_for_step(submitted, run, 3)
     _kill_host(ROLLOUTS)
     out, _ = submitted.communicate(timeout=600)
     # both process groups (DeepSpeed's and the weight sync's) met on the learner host's address
@@ -155,10 +172,18 @@ def test_three_hosts_train_and_a_lost_host_stops_the_run_resumably(cluster, tmp_
     assert f"grit-ray train --resume {run}" in out  # says how to go on
     assert (run / "checkpoints" / "step-000002" / "driver.json").exists()
 
-    # the host comes back; the run resumes from its checkpoint and ends
+    # the host comes back, with a spare beside it; the run resumes from its checkpoint. Then the
+    # host holding the rollout worker is lost: the other one can hold it, so the run goes on
     _start_node(ROLLOUTS, env, temp)
-    resumed = subprocess.run(_job("--resume", str(run)), env=env, cwd=REPO, capture_output=True, text=True,
-                             timeout=900)
-    out = resumed.stdout + resumed.stderr
+    _start_node(SPARE, env, temp)
+    resumed = subprocess.Popen(_job("--resume", str(run), "--set", "fault_tolerance.restart_timeout_s=180"),
+                               env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for_step(resumed, run, 6)
+    lost = _host_running("ray::RolloutWorker")
+    assert lost in (ROLLOUTS, SPARE), lost
+    _kill_host(lost)
+    out, _ = resumed.communicate(timeout=900)
     assert resumed.returncode == 0 and "succeeded" in out.lower(), out[-4000:]
-    assert _steps(run)[-1] == 8 and sorted(set(_steps(run))) == _steps(run) == list(range(1, 9))
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 25))  # every step once
+    assert sum(r.get("faults/rollout_restarts", 0) for r in rows) == 1, out[-3000:]
