@@ -98,7 +98,7 @@ class Trainer:
         """Learner ranks that are dead or do not answer. After an error raised by actor code
         (a surviving rank's collective failing when its peer died), tells a lost rank (rebuild)
         from a bug or bad data (stop). Rollout and reward deaths are handled where they happen."""
-        return unreachable(self.learners.actors, [f"learner rank {r}" for r in range(len(self.learners.actors))])
+        return unreachable(self.learners.actors, self.learners.names)
 
     def recover(self, error: BaseException) -> None:
         """An actor died or hung outside generation and scoring (a learner rank, a sync, a save):

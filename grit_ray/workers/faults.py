@@ -78,11 +78,12 @@ def unreachable(actors: Sequence[Any], names: Sequence[str], timeout_s: float = 
     ready, _ = ray.wait(probes, num_returns=len(probes), timeout=timeout_s)
     lost = []
     for name, probe in zip(names, probes):
+        if probe not in ready:  # silent
+            lost.append(name)
+            continue
         try:
-            if probe not in ready:
-                raise ActorHangError(name)
             ray.get(probe)
-        except Exception:  # dead, restarting, or silent
+        except Exception:  # dead or restarting
             lost.append(name)
     return lost
 

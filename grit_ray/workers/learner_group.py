@@ -110,6 +110,7 @@ class LearnerGroup:
         options.update(actor_options or {})
         placed = per_actor_options or [{}] * self.size  # e.g. a placement-group bundle per rank
         self.actors = [ray.remote(self.actor_class).options(**options, **placed[r]).remote() for r in range(self.size)]
+        self.names = [f"learner rank {r}" for r in range(self.size)]  # how errors name each actor
         addr, port = ray.get(self.actors[0].rendezvous_address.remote())
         self.address = f"{addr}:{port}"  # where the ranks' process group meets (rank 0's node)
         self.startup_s = max(ray.get([a.setup.remote(cfg, model_path, r, self.size, addr, port)
@@ -118,8 +119,7 @@ class LearnerGroup:
     def _get(self, refs: list, what: str) -> list[Any]:
         """Results of one call per rank; a rank that does not answer within
         ``fault_tolerance.learner_step_timeout_s`` raises ``ActorHangError`` naming it."""
-        names = [f"learner rank {r}" for r in range(self.size)]
-        return get_all(refs, names, self.cfg.fault_tolerance.learner_step_timeout_s, what)
+        return get_all(refs, self.names, self.cfg.fault_tolerance.learner_step_timeout_s, what)
 
     def _all(self, method: str, *args) -> list[Any]:
         return self._get([getattr(a, method).remote(*args) for a in self.actors], method)

@@ -136,6 +136,7 @@ class RewardPool:
         # the key travels in the actor-creation call, never through env vars, configs or logs
         self.actors = [actor_cls.remote(cfg.reward, list(cfg.data.counting_datasets), key)
                        for _ in range(cfg.reward.num_actors)]
+        self.names = [f"reward actor {i}" for i in range(len(self.actors))]  # how errors name each actor
         self.policy = judge.on_failure
         self.restart_timeout_s = ft.restart_timeout_s
         self.faults = FaultLog()
@@ -168,9 +169,9 @@ class RewardPool:
                     first_failure = first_failure or time.perf_counter()
                     if i not in dead:
                         dead.add(i)
-                        print(f"[grit-ray] reward actor {i} died; scoring its items again once it is back",
+                        print(f"[grit-ray] {self.names[i]} died; scoring its items again once it is back",
                               flush=True)
-                    wait_until_alive(self.actors[i], f"reward actor {i}", self.restart_timeout_s)
+                    wait_until_alive(self.actors[i], self.names[i], self.restart_timeout_s)
                     ref = self.actors[i].score.remote(item)
                     self._owner[ref] = i
             self._owner.pop(ref, None)

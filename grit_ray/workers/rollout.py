@@ -402,6 +402,7 @@ class RolloutPool:
         placed = per_actor_options or [{}] * n  # e.g. a placement-group bundle per worker
         self.workers = [ray.remote(self.worker_class).options(**options, **placed[i]).remote(cfg, model_path, i)
                         for i in range(n)]
+        self.names = [f"rollout worker {i}" for i in range(n)]  # how errors name each worker
         self.startup_s = max(ray.get([w.startup_seconds.remote() for w in self.workers]))
         self.restart_timeout_s = ft.restart_timeout_s
         self.refit: Callable[[int], None] | None = None  # set by WeightSync: current weights into worker i
@@ -453,15 +454,15 @@ class RolloutPool:
     def recover(self, i: int, lost: int) -> None:
         """Worker ``i`` died: wait for Ray to restart it and load the current weights into it."""
         started = time.perf_counter()
-        print(f"[grit-ray] rollout worker {i} died with {lost} completions unfinished; waiting for its restart",
+        print(f"[grit-ray] {self.names[i]} died with {lost} completions unfinished; waiting for its restart",
               flush=True)
-        wait_until_alive(self.workers[i], f"rollout worker {i}", self.restart_timeout_s)
+        wait_until_alive(self.workers[i], self.names[i], self.restart_timeout_s)
         if self.refit is not None:
             self.refit(i)
         self.incarnations.seen(i)
         lost_s = time.perf_counter() - started
         self.faults.record("rollout", lost_s)
-        print(f"[grit-ray] rollout worker {i} is back ({lost_s:.1f}s); re-issuing its {lost} completions", flush=True)
+        print(f"[grit-ray] {self.names[i]} is back ({lost_s:.1f}s); re-issuing its {lost} completions", flush=True)
 
     def generate(self, requests: list[PromptRequest], greedy: bool = False) -> list[GroupResult]:
         return group_results(requests, self.stream(requests, greedy))

@@ -247,9 +247,7 @@ class WeightSync:
                  for i, a in enumerate(self.learners.actors)]
         calls += [w.attach_receiver.remote(WeightReceiver(self.plan, specs[i + 1], self.cfg.model.device))
                   for i, w in enumerate(self.rollout.workers)]
-        names = [f"learner rank {r}" for r in range(len(self.learners.actors))]
-        names += [f"rollout worker {i}" for i in range(len(self.rollout.workers))]
-        get_all(calls, names, self.timeout_s, "weight sync set-up")
+        get_all(calls, self.learners.names + self.rollout.names, self.timeout_s, "weight sync set-up")
         self.rewire = False
 
     def sync(self, version: int | None = None) -> dict[str, float]:
@@ -260,17 +258,15 @@ class WeightSync:
             self._wire()
         self.version = self.version + 1 if version is None else version
         started = time.perf_counter()
-        learner_names = [f"learner rank {r}" for r in range(len(self.learners.actors))]
-        worker_names = [f"rollout worker {i}" for i in range(len(self.rollout.workers))]
         sends = [a.send_weights.remote() for a in self.learners.actors]
         if self.broadcast:
             receives = [w.receive_weights.remote(self.version) for w in self.rollout.workers]
-            received = get_all(receives + sends, worker_names + learner_names, self.timeout_s,
+            received = get_all(receives + sends, self.rollout.names + self.learners.names, self.timeout_s,
                                "weight sync")[:len(receives)]
         else:
-            refs = get_all(sends, learner_names, self.timeout_s, "weight sync")[0]["refs"]
+            refs = get_all(sends, self.learners.names, self.timeout_s, "weight sync")[0]["refs"]
             received = get_all([w.receive_weights_from_refs.remote(refs, self.version)
-                                for w in self.rollout.workers], worker_names, self.timeout_s, "weight sync")
+                                for w in self.rollout.workers], self.rollout.names, self.timeout_s, "weight sync")
         wall = time.perf_counter() - started
         return {"sync_s": wall, "sync_bytes": float(self.nbytes), "sync_gb_per_s": self.nbytes / wall / 1e9,
                 "sync_tensors": float(received[0]["loaded_tensors"]), "weights_version": float(self.version)}
@@ -278,16 +274,15 @@ class WeightSync:
     def refit(self, i: int) -> None:
         """Rollout worker ``i`` was restarted with the initial weights: give it the current ones
         through the object store, and check that it reports their version."""
-        worker = self.rollout.workers[i]
-        refs = get_all([a.put_weights.remote() for a in self.learners.actors],
-                       [f"learner rank {r}" for r in range(len(self.learners.actors))], self.timeout_s,
-                       f"refit of rollout worker {i}")[0]
-        get_all([worker.attach_receiver.remote(WeightReceiver(self.plan, None, self.cfg.model.device))],
-                [f"rollout worker {i}"], self.timeout_s, "refit")
-        get_all([worker.receive_weights_from_refs.remote(refs, self.version)], [f"rollout worker {i}"],
-                self.timeout_s, "refit")
-        loaded = get_all([worker.weights_version_now.remote()], [f"rollout worker {i}"], self.timeout_s, "refit")[0]
+        worker, name = self.rollout.workers[i], self.rollout.names[i]
+        what = f"refit of {name}"
+        refs = get_all([a.put_weights.remote() for a in self.learners.actors], self.learners.names, self.timeout_s,
+                       what)[0]
+        # one actor runs its calls in order: attach, load, then report the version it holds
+        calls = [worker.attach_receiver.remote(WeightReceiver(self.plan, None, self.cfg.model.device)),
+                 worker.receive_weights_from_refs.remote(refs, self.version), worker.weights_version_now.remote()]
+        loaded = get_all(calls, [name] * len(calls), self.timeout_s, what)[-1]
         if loaded != self.version:
-            raise RuntimeError(f"refit of rollout worker {i}: it reports weights version {loaded}, "
+            raise RuntimeError(f"{what}: it reports weights version {loaded}, "
                                f"expected {self.version}")
         self.rewire = self.broadcast  # the old broadcast group lost a member: rebuild it before the next sync
