@@ -216,6 +216,10 @@ class RolloutConfig(Section):
     gpu_memory_utilization: float = Field(0.6, gt=0.0, le=1.0, description="vLLM's share of GPU memory")
     cpu_kv_cache_gib: int = Field(1, gt=0, description="VLLM_CPU_KVCACHE_SPACE on CPU builds")
     seed: int = Field(0, description="engine sampling seed")
+    hf_batch_size: int = Field(
+        32, gt=0, description="hf backend: sequences per generate call (prompts left-padded, each repeated for its "
+        "completions); completions stream back as each call finishes"
+    )
 
 
 class JudgeKind(str, enum.Enum):
@@ -314,6 +318,12 @@ class AlgorithmConfig(Section):
     scale_logits_by_temperature: bool = Field(
         True, description="learner log-probs at rollout.temperature (TRL, verl, OpenRLHF); false: raw logits"
     )
+    max_staleness: int = Field(
+        0, ge=0, le=1,
+        description="0: synchronous steps (exact on-policy); 1: one-step-off: step k+1 is generated and scored "
+                    "while the learners update on step k, its loss takes the ratio against the engine's "
+                    "log-probs, clipped and truncated at is_cap (docs/training.md)",
+    )
 
     @property
     def completions_per_step(self) -> int:
@@ -325,6 +335,13 @@ class AlgorithmConfig(Section):
         if not self.refill_zero_signal_groups:
             return self.prompts_per_step
         return self.max_prompts_per_step or 4 * self.prompts_per_step
+
+    @model_validator(mode="after")
+    def _staleness(self) -> AlgorithmConfig:
+        if self.max_staleness and self.is_correction:
+            raise ValueError("is_correction: with max_staleness=1 the ratio is already taken against the rollout "
+                             "engine's log-probs (and truncated at is_cap); turn is_correction off")
+        return self
 
     @model_validator(mode="after")
     def _refill_bound(self) -> AlgorithmConfig:
@@ -388,6 +405,15 @@ class ResourcesConfig(Section):
     gpus_per_rollout_worker: float = Field(0.0, ge=0.0, description="GPUs per rollout actor")
     gpus_per_learner: float = Field(0.0, ge=0.0, description="GPUs per learner actor")
     cpus_per_actor: float = Field(0.25, gt=0.0, description="CPUs reserved per actor (fractions allowed)")
+    threads_per_actor: int | None = Field(
+        None, gt=0,
+        description="torch/OpenMP/vLLM threads per actor; null: cpus_per_actor rounded down, at least 1",
+    )
+
+    @property
+    def actor_threads(self) -> int:
+        """Compute threads each actor runs, so actors sharing a host do not oversubscribe its cores."""
+        return self.threads_per_actor or max(1, int(self.cpus_per_actor))
     colocate: bool = Field(False, description="rollout workers share GPUs with learners")
     learner_resources: dict[str, float] = Field(
         default_factory=dict, description="Ray custom resources per learner: pins learners to nodes started with them"

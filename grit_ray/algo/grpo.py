@@ -8,7 +8,9 @@ The released GRIT update (docs/grit.md §4) is one on-policy step per batch:
     KL_t = exp(ref_t - logp_t) - (ref_t - logp_t) - 1                          (k3 estimator)
 averaged over each completion's tokens, then over completions. Peers' variants are options:
 token-mean over the global batch, clipping (a no-op at ratio 1), dropping the std, truncated
-importance sampling against the rollout engine's log-probs.
+importance sampling against the rollout engine's log-probs. One-step-off training
+(``algorithm.max_staleness=1``) passes the engine's log-probs as ``old_logp``: the ratio is then
+against the behaviour policy, clipped, and truncated at ``ratio_cap`` for negative advantages.
 """
 
 from __future__ import annotations
@@ -147,6 +149,7 @@ class LossSettings:
     is_correction: bool = False
     is_cap: float = 3.0
     kl_ratio_correction: bool = False  # KL term x ratio: the unbiased reverse-KL gradient (TRL's default)
+    ratio_cap: float | None = None  # dual clip: a negative-advantage token's ratio counts at most this much
 
 
 @dataclass(frozen=True)
@@ -180,8 +183,13 @@ def policy_loss(
     adv = advantages.unsqueeze(1)  # (B, 1)
     clipped = torch.clamp(ratio, 1 - settings.clip_eps_low, 1 + settings.clip_eps_high)
     per_token = -torch.min(ratio * adv, clipped * adv)  # (B, T)
-
     metrics: dict[str, torch.Tensor] = {}
+    if settings.ratio_cap is not None:
+        # Against an older behaviour policy the clip bounds the ratio only where the advantage is
+        # positive; for A < 0 the term -A * ratio is unbounded, so it is truncated at -A * cap (dual clip).
+        capped = (adv < 0) & (per_token > -settings.ratio_cap * adv)  # (B, T)
+        per_token = torch.where(capped, -settings.ratio_cap * adv, per_token)
+        metrics["capped_token_sum"] = (capped.float() * mask).sum().detach()
     if settings.is_correction:
         if rollout_logp is None:
             raise ValueError("is_correction needs the rollout engine's log-probs")

@@ -34,6 +34,7 @@ class LearnerStats:
     loss: float = _stat(Reduce.SUM, "train/loss", default=0.0)  # micro-batch shares of the batch loss
     tokens: float = _stat(Reduce.SUM, "train/tokens", "token_sum", default=0.0)  # real completion tokens
     clip_fraction: float = _stat(Reduce.TOKEN_MEAN, "train/clip_fraction", "clipped_token_sum", default=0.0)
+    capped_fraction: float | None = _stat(Reduce.TOKEN_MEAN, "train/capped_fraction", "capped_token_sum")  # dual clip
     entropy_mean: float | None = _stat(Reduce.TOKEN_MEAN, "train/entropy")
     kl_mean: float | None = _stat(Reduce.TOKEN_MEAN, "train/kl", "kl_sum")  # None: kl_beta = 0
     is_weight_mean: float | None = _stat(Reduce.TOKEN_MEAN, "train/is_weight_mean", "is_weight_sum")

@@ -20,6 +20,9 @@ class PromptEncoder:
     the rollout and the learner side. Caches per (prompt, image): a group's G completions share one
     prompt."""
 
+    # processor outputs with one value per prompt token, padded with the prompt in a batch
+    TOKEN_ALIGNED: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+
     def __init__(self, processor, processor_kwargs: dict[str, Any]):
         self.processor = processor
         self.processor_kwargs = processor_kwargs
@@ -36,6 +39,31 @@ class PromptEncoder:
     def encode_image(self, prompt: str, image) -> dict[str, Any]:
         """Prompt text + an opened PIL image -> processor tensors (not cached)."""
         return dict(self.processor(text=[prompt], images=[image], return_tensors="pt", **self.processor_kwargs))
+
+    def encode_batch(self, items: list[tuple[str, str | bytes, str]], pad_id: int) -> dict[str, Any]:
+        """(prompt, image, where) rows -> one left-padded batch, the tensors the processor gives for
+        the same lists with ``padding_side="left"``. Each row goes through ``encode`` (cached), so a
+        prompt repeated for a group's completions is processed once and its image tensors repeated.
+        Token-aligned tensors are left-padded (ids with ``pad_id``, mask and token types with 0);
+        every other tensor (pixel values, image grid: one block per image) is concatenated along
+        dim 0 in row order. A family whose processor batches its images otherwise overrides this."""
+        import torch
+
+        encoded = [self.encode(prompt, image, where) for prompt, image, where in items]
+        lengths = [e["input_ids"].shape[1] for e in encoded]
+        width = max(lengths)
+        out: dict[str, Any] = {}
+        for key in encoded[0]:
+            parts = [e[key] for e in encoded]
+            if key in self.TOKEN_ALIGNED:
+                fill = pad_id if key == "input_ids" else 0
+                padded = torch.full((len(parts), width), fill, dtype=parts[0].dtype)
+                for i, (t, n) in enumerate(zip(parts, lengths)):
+                    padded[i, width - n:] = t[0]
+                out[key] = padded
+            else:
+                out[key] = torch.cat(parts, dim=0)
+        return out
 
     def clear(self) -> None:
         self._cache.clear()

@@ -80,21 +80,42 @@ class _Round:
     reward_tail_s: float
 
 
+@dataclass
+class Experience:
+    """One step's completions, scored and with their advantages, ready for the learners."""
+
+    step: int
+    samples: list[TrainSample]
+    versions: list[int]  # the weights version each sample was generated with
+    metrics: dict[str, Any]  # generation, rewards, sampling, groups
+
+
+@dataclass
+class PendingUpdate:
+    """A learner step in flight (``refs`` None: nothing to train, every group was dropped)."""
+
+    experience: Experience
+    refs: list | None
+    started: float
+
+
 class TrainingStep:
-    """One optimizer step. With ``algorithm.refill_zero_signal_groups`` it keeps drawing prompts
+    """One optimizer step, in two halves that one-step-off training runs apart: ``collect``
+    (generate, score, advantages) and ``start_update`` / ``finish_update`` (learner step, then
+    weight sync). With ``algorithm.refill_zero_signal_groups`` ``collect`` keeps drawing prompts
     (``draw_more``) until ``prompts_per_step`` groups carry signal or the draw limit is reached."""
 
     def __init__(self, cfg: GritConfig, rollout: RolloutPool, rewards: RewardPool, learners, sync):
         self.cfg, self.rollout, self.rewards, self.learners, self.sync = cfg, rollout, rewards, learners, sync
 
-    def _round(self, rows: dict[int, Row], step: int | None) -> _Round:
+    def _round(self, rows: dict[int, Row], step: int) -> _Round:
         """Generate the groups of ``rows`` (group id -> row) and score each completion as it arrives."""
         cfg = self.cfg
         started = time.perf_counter()
         # per-completion sampling seeds: the same step samples the same completions, resumed,
         # replayed or re-issued after a worker died
         n = cfg.algorithm.group_size
-        requests = [PromptRequest(row=row, group_id=g, n=n, seeds=group_seeds(cfg.rollout.seed, step or 0, g, n))
+        requests = [PromptRequest(row=row, group_id=g, n=n, seeds=group_seeds(cfg.rollout.seed, step, g, n))
                     for g, row in rows.items()]
         samples: dict[tuple[int, int], SampledCompletion] = {}
         items: list[RewardItem] = []
@@ -110,10 +131,10 @@ class TrainingStep:
         reward_tail_s = time.perf_counter() - started - generation_s
         return _Round(samples, self.rewards.settle(items, scored), generation_s, reward_tail_s)
 
-    def __call__(self, rows: list[Row], step: int | None = None,
-                 draw_more: Callable[[int], list[Row]] | None = None) -> dict[str, Any]:
+    def collect(self, rows: list[Row], step: int, draw_more: Callable[[int], list[Row]] | None = None) -> Experience:
+        """Generate and score the groups of ``rows`` (and of refill draws) with the engines' current
+        weights, and set the advantages: everything of step ``step`` but the update."""
         algo = self.cfg.algorithm
-        started = time.perf_counter()
         refill = algo.refill_zero_signal_groups and draw_more is not None
         by_gid = dict(enumerate(rows))
         pending = dict(by_gid)
@@ -162,17 +183,53 @@ class TrainingStep:
                   "groups/zero_signal": float(sum(1 for g in by_gid if g not in dropped and g not in informative)),
                   "groups/zero_signal_trained": adv["zero_signal_groups"] - adv["dropped_groups"],
                   "groups/dropped_samples": adv["dropped_samples"]})
-        t = time.perf_counter()
-        if batch:
-            m.update(self.learners.train_step(batch).metrics())
-            m["time/learner"] = time.perf_counter() - t
-            synced = self.sync.sync(version=step)
-            m.update({"time/sync": synced["sync_s"], "sync/gb_per_s": synced["sync_gb_per_s"],
-                      "sync/weights_version": synced["weights_version"]})
-        else:  # every group dropped (or flat and dropped): no update, no sync, and the metrics say so
+        trained_groups = {s.group_id for s in batch}  # assign_advantages drops whole groups
+        versions = [samples[k].weights_version for k in keys if k[0] in trained_groups]
+        return Experience(step=step, samples=batch, versions=versions, metrics=m)
+
+    def start_update(self, exp: Experience) -> PendingUpdate:
+        """Check the staleness bound and start the learners on ``exp`` (returns at once)."""
+        learner_version = exp.step - 1  # the weights the learners hold before this update
+        staleness = check_staleness(exp.versions, learner_version, self.cfg.algorithm.max_staleness)
+        if staleness:
+            exp.metrics.update({"staleness/mean": statistics.fmean(staleness), "staleness/max": float(max(staleness))})
+        refs = self.learners.start_train_step(exp.samples) if exp.samples else None
+        return PendingUpdate(exp, refs, time.perf_counter())
+
+    def finish_update(self, pending: PendingUpdate) -> dict[str, Any]:
+        """Wait for the learners, then send the new weights to the engines (version = the step)."""
+        m = dict(pending.experience.metrics)
+        if pending.refs is None:  # every group dropped (or flat and dropped): no update, no sync, and the metrics say so
             m["train/skipped_update"] = 1.0
+            return m
+        stats = self.learners.finish_train_step(pending.refs)
+        m.update(stats.metrics())
+        m["time/learner"] = time.perf_counter() - pending.started
+        synced = self.sync.sync(version=pending.experience.step)
+        m.update({"time/sync": synced["sync_s"], "sync/gb_per_s": synced["sync_gb_per_s"],
+                  "sync/weights_version": synced["weights_version"]})
+        return m
+
+    def __call__(self, rows: list[Row], step: int | None = None,
+                 draw_more: Callable[[int], list[Row]] | None = None) -> dict[str, Any]:
+        """A synchronous step: collect, update, sync."""
+        started = time.perf_counter()
+        exp = self.collect(rows, step if step is not None else self.sync.version + 1, draw_more)
+        m = self.finish_update(self.start_update(exp))
         m["time/step"] = time.perf_counter() - started
         return m
+
+
+def check_staleness(versions: list[int], learner_version: int, max_staleness: int) -> list[int]:
+    """Updates between each sample's weights and the learner's (0: on-policy); a sample beyond
+    ``max_staleness`` (or from weights the learner never had) stops the step."""
+    staleness = [learner_version - v for v in versions]
+    for v, lag in zip(versions, staleness):
+        if not 0 <= lag <= max_staleness:
+            raise StaleWeightsError(f"a completion generated with weights version {v} would train the learner at "
+                                    f"version {learner_version}: {lag} updates apart, algorithm.max_staleness is "
+                                    f"{max_staleness}")
+    return staleness
 
 
 def _has_signal(r: _Round, group_id: int, group_size: int) -> bool:

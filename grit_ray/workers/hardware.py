@@ -60,6 +60,17 @@ def gloo_env(node_ip: str) -> dict[str, str]:
     return {}
 
 
+def limit_threads(threads: int) -> None:
+    """Run this process's torch and OpenMP work on ``threads`` threads (``resources.actor_threads``,
+    from the actor's CPU share). Left alone, every actor starts one thread per core of the host, and
+    actors that overlap (one-step-off: generation beside the learner step) spin against each other.
+    An explicit OMP_NUM_THREADS in the environment still applies to OpenMP."""
+    import torch
+
+    apply_env({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+    torch.set_num_threads(threads)
+
+
 def apply_env(env: dict[str, str]) -> None:
     for k, v in env.items():
         os.environ.setdefault(k, v)

@@ -27,7 +27,8 @@ from grit_ray.algo.stats import LearnerStats
 from grit_ray.config import GritConfig, ZeroStage
 from grit_ray.models import adapter_for
 from grit_ray.models.files import copy_side_files
-from grit_ray.workers.hardware import apply_env, deepspeed_env, resolve_comm_backend, resolve_device, resolve_dtype
+from grit_ray.workers.hardware import (apply_env, deepspeed_env, limit_threads, resolve_comm_backend, resolve_device,
+                                      resolve_dtype)
 from grit_ray.workers.weight_sync import Bucket, TensorMeta, pack_into, plan_buckets
 
 R = TypeVar("R")
@@ -76,6 +77,7 @@ class PolicyLearner:
         apply_env(deepspeed_env(self.device))
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
                           WORLD_SIZE=str(world_size), LOCAL_RANK="0" if self.device == "cuda" else str(rank))
+        limit_threads(cfg.resources.actor_threads)
         import deepspeed
         from transformers import AutoModelForImageTextToText, AutoProcessor
         from transformers.integrations import HfDeepSpeedConfig
@@ -131,7 +133,11 @@ class PolicyLearner:
             self.pad_id = processor.tokenizer.eos_token_id
         alg = cfg.algorithm
         self.loss_settings = LossSettings(alg.kl_beta, alg.clip_eps_low, alg.clip_eps_high, alg.loss_agg,
-                                          alg.is_correction, alg.is_cap, alg.kl_ratio_correction)
+                                          alg.is_correction, alg.is_cap, alg.kl_ratio_correction,
+                                          ratio_cap=alg.is_cap if alg.max_staleness else None)
+        # one-step-off: completions come from the weights before the last update, so the ratio is
+        # taken against the log-probs of the policy that sampled them (docs/training.md)
+        self.behaviour_ratio = alg.max_staleness > 0
         self.temperature = cfg.rollout.temperature if alg.scale_logits_by_temperature else 1.0
         # the rollout engines never sample vision placeholders; score the same distribution
         self.suppressed = torch.tensor(adapter.forbidden_token_ids(processor.tokenizer), dtype=torch.long)
@@ -157,7 +163,13 @@ class PolicyLearner:
             logp = completion_logprobs(self.engine, batch, self.temperature, self.suppressed, entropy)
             entropy_sum = float((entropy[0] * batch.completion_mask * batch.weights.unsqueeze(1)).sum())
             stats.entropy_mean = (stats.entropy_mean or 0.0) + entropy_sum
-            loss, metrics = policy_loss(logp, logp.detach(), batch.advantages, batch.completion_mask, totals,
+            old_logp = logp.detach()
+            if self.behaviour_ratio:
+                if batch.rollout_logp is None:
+                    raise ValueError(f"{chunk[0].where}: algorithm.max_staleness=1 needs the rollout engine's "
+                                     "log-probs of every completion")
+                old_logp = batch.rollout_logp
+            loss, metrics = policy_loss(logp, old_logp, batch.advantages, batch.completion_mask, totals,
                                         self.loss_settings, ref_logp, batch.rollout_logp, batch.weights)
             # DeepSpeed averages gradients over ranks; the loss is already this micro-batch's share.
             self.engine.backward(loss * self.world_size, scale_wrt_gas=False)

@@ -103,7 +103,10 @@ class LearnerGroup:
     actor_class: type = LearnerActor  # testing/ swaps in a subclass with inspection hooks
 
     def __init__(self, cfg: GritConfig, model_path: str, num_actors: int | None = None,
-                 actor_options: dict[str, Any] | None = None, per_actor_options: list[dict] | None = None):
+                 actor_options: dict[str, Any] | None = None, per_actor_options: list[dict] | None = None,
+                 wait: bool = True):
+        """Start the ranks; with ``wait`` false return once they are set up in the background
+        (``wait_ready`` later), so the learners start while the engines do."""
         self.cfg = cfg
         self.size = num_actors or cfg.learner.num_actors
         options = {"num_cpus": cfg.resources.cpus_per_actor, "num_gpus": cfg.resources.gpus_per_learner}
@@ -113,8 +116,13 @@ class LearnerGroup:
         self.names = [f"learner rank {r}" for r in range(self.size)]  # how errors name each actor
         addr, port = ray.get(self.actors[0].rendezvous_address.remote())
         self.address = f"{addr}:{port}"  # where the ranks' process group meets (rank 0's node)
-        self.startup_s = max(ray.get([a.setup.remote(cfg, model_path, r, self.size, addr, port)
-                                      for r, a in enumerate(self.actors)]))
+        self._setup = [a.setup.remote(cfg, model_path, r, self.size, addr, port) for r, a in enumerate(self.actors)]
+        self.startup_s = 0.0
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        self.startup_s = max(self._get(self._setup, "learner set-up"))
 
     def _get(self, refs: list, what: str) -> list[Any]:
         """Results of one call per rank; a rank that does not answer within
@@ -124,12 +132,20 @@ class LearnerGroup:
     def _all(self, method: str, *args) -> list[Any]:
         return self._get([getattr(a, method).remote(*args) for a in self.actors], method)
 
-    def train_step(self, samples: list[TrainSample]) -> LearnerStats:
-        """One optimizer step over the whole batch; advantages must already be set."""
+    def start_train_step(self, samples: list[TrainSample]) -> list:
+        """Start one optimizer step over the whole batch (advantages already set) and return at
+        once: the driver generates the next batch meanwhile (one-step-off). ``finish_train_step``
+        waits for it."""
         totals = totals_of(samples)
         shards = shard_samples(samples, self.size, self.cfg.learner.micro_batch_size)
-        results = self._get([a.train_step.remote(s, totals) for a, s in zip(self.actors, shards)], "learner step")
-        return LearnerStats.reduce(results)
+        return [a.train_step.remote(s, totals) for a, s in zip(self.actors, shards)]
+
+    def finish_train_step(self, pending: list) -> LearnerStats:
+        return LearnerStats.reduce(self._get(pending, "learner step"))
+
+    def train_step(self, samples: list[TrainSample]) -> LearnerStats:
+        """One optimizer step over the whole batch; advantages must already be set."""
+        return self.finish_train_step(self.start_train_step(samples))
 
     def save_hf_model(self, out_dir: str | Path) -> Path:
         return Path(self._all("save_hf_model", str(out_dir), self.cfg.weight_sync.bucket_mb)[0])

@@ -27,8 +27,8 @@ from grit_ray.config import GritConfig, RolloutBackend
 from grit_ray.data.rows import DataError, Row
 from grit_ray.grit.prompts import chat_messages
 from grit_ray.models import adapter_for
-from grit_ray.workers.faults import FaultLog, Incarnations, wait_until_alive
-from grit_ray.workers.hardware import apply_env, gloo_env, resolve_device, resolve_dtype, vllm_env
+from grit_ray.workers.faults import FaultLog, Incarnations, get_all, wait_until_alive
+from grit_ray.workers.hardware import apply_env, gloo_env, limit_threads, resolve_device, resolve_dtype, vllm_env
 
 
 @dataclass
@@ -250,7 +250,10 @@ class _Counted:
 
 
 class HFGenerator(Generator):
-    """transformers ``generate`` behind the same interface (groups generated one prompt at a time)."""
+    """transformers ``generate`` behind the same interface. A request set's completions are
+    generated in batches: every wanted completion is one row (its prompt repeated), rows are
+    left-padded into ``generate`` calls of at most ``rollout.hf_batch_size`` sequences, and a
+    call's completions stream back when it finishes."""
 
     def __init__(self, cfg: GritConfig, model_path: str):
         super().__init__(cfg, model_path)
@@ -260,39 +263,54 @@ class HFGenerator(Generator):
             model_path, dtype=getattr(torch, self.dtype), trust_remote_code=cfg.model.trust_remote_code
         ).to(self.device).eval()
         self.params = dict(self.model.named_parameters())
+        tok = self.tokenizer
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         torch.manual_seed(cfg.rollout.seed)
 
     def stream(self, requests, greedy=False):
         ro = self.cfg.rollout
-        for req in requests:
-            prompt = self.prompt_text(req.row.question)
-            encoded = self.encoder.encode(prompt, req.row.image, req.row.where)
-            inputs = {k: v.to(self.device) for k, v in encoded.items()}
-            self.check_length(inputs["input_ids"].shape[1], req.row)
-            wanted = req.wanted(greedy)
-            n = len(wanted)
-            sampling = {"do_sample": False} if greedy else {
-                "do_sample": True, "temperature": ro.temperature, "top_p": ro.top_p,
-                "top_k": ro.top_k if ro.top_k > 0 else None}
-            with torch.no_grad():
-                out = self.model.generate(
-                    **inputs, max_new_tokens=ro.max_new_tokens, num_return_sequences=n, stop_strings=list(ro.stop),
-                    tokenizer=self.tokenizer, suppress_tokens=self.forbidden_ids, output_scores=True,
-                    return_dict_in_generate=True, pad_token_id=self.tokenizer.pad_token_id, **sampling)
-            P = inputs["input_ids"].shape[1]
-            # processed scores: after temperature / top-p, as vLLM's processed_logprobs
-            scores = torch.stack(out.scores, dim=1).float()  # (n, steps, V)
-            if not self.tempered_logprobs and not greedy:
-                scores = scores * ro.temperature
-            logprobs = torch.log_softmax(scores, dim=-1)
-            for k in range(n):
-                ids = out.sequences[k, P:].tolist()
-                length, reason = self._finished_length(ids)
-                ids = ids[:length]
-                lps = logprobs[k, torch.arange(length), torch.tensor(ids, dtype=torch.long)].tolist()
-                text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                yield req, wanted[k], prompt, Completion(text=text, token_ids=ids, logprobs=lps, finish_reason=reason)
-        self.encoder.clear()
+        try:
+            rows: list[tuple[PromptRequest, int, str]] = []  # one per completion: (request, index, prompt)
+            for req in requests:  # every prompt checked before anything is generated
+                prompt = self.prompt_text(req.row.question)
+                encoded = self.encoder.encode(prompt, req.row.image, req.row.where)  # cached: encode_batch reuses it
+                self.check_length(encoded["input_ids"].shape[1], req.row)  # DataError names the row
+                rows += [(req, k, prompt) for k in req.wanted(greedy)]
+            for start in range(0, len(rows), ro.hf_batch_size):
+                yield from self._generate_chunk(rows[start:start + ro.hf_batch_size], greedy)
+        finally:
+            self.encoder.clear()
+
+    def _generate_chunk(self, rows: list[tuple[PromptRequest, int, str]],
+                        greedy: bool) -> Iterator[tuple[PromptRequest, int, str, Completion]]:
+        """One ``generate`` call over ``rows``, left-padded: every row's completion starts at the
+        padded prompt width P. Qwen2.5-VL's rope positions follow the attention mask."""
+        ro = self.cfg.rollout
+        batch = self.encoder.encode_batch([(prompt, req.row.image, req.row.where) for req, _, prompt in rows],
+                                          self.pad_id)
+        inputs = {k: v.to(self.device) for k, v in batch.items()}
+        sampling = {"do_sample": False} if greedy else {
+            "do_sample": True, "temperature": ro.temperature, "top_p": ro.top_p,
+            "top_k": ro.top_k if ro.top_k > 0 else None}
+        with torch.no_grad():
+            out = self.model.generate(
+                **inputs, max_new_tokens=ro.max_new_tokens, stop_strings=list(ro.stop),
+                tokenizer=self.tokenizer, suppress_tokens=self.forbidden_ids, output_scores=True,
+                return_dict_in_generate=True, pad_token_id=self.pad_id, **sampling)
+        P = inputs["input_ids"].shape[1]
+        sampled = out.sequences[:, P:]  # (B, steps)
+        # processed scores: after temperature / top-p and the suppression, as vLLM's processed_logprobs;
+        # one step at a time, so no (B, steps, V) copy is made
+        scale = ro.temperature if not self.tempered_logprobs and not greedy else 1.0
+        logprobs = torch.stack([torch.log_softmax(s.float() * scale, dim=-1).gather(1, sampled[:, t:t + 1]).squeeze(1)
+                                for t, s in enumerate(out.scores)], dim=1).cpu()  # (B, steps)
+        for i, (req, k, prompt) in enumerate(rows):
+            ids = sampled[i].tolist()
+            length, reason = self._finished_length(ids)
+            ids = ids[:length]
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            yield req, k, prompt, Completion(text=text, token_ids=ids, logprobs=logprobs[i, :length].tolist(),
+                                             finish_reason=reason)
 
     def _finished_length(self, ids: list[int]) -> tuple[int, str]:
         """Tokens up to and including EOS or the end of the first stop string; padding after it
@@ -334,6 +352,7 @@ class RolloutWorker:
     def __init__(self, cfg: GritConfig, model_path: str, worker_index: int = 0):
         started = time.perf_counter()
         self.index = worker_index
+        limit_threads(cfg.resources.actor_threads)  # before the engine sizes its thread pool
         self.generator = make_generator(cfg, model_path)
         self.weights_version = 0
         self.sync = None  # a weight_sync receiver, attached by the driver
@@ -390,7 +409,9 @@ class RolloutPool:
     worker_class: type = RolloutWorker  # testing/ swaps in a subclass with inspection hooks
 
     def __init__(self, cfg: GritConfig, model_path: str, num_workers: int | None = None,
-                 actor_options: dict | None = None, per_actor_options: list[dict] | None = None):
+                 actor_options: dict | None = None, per_actor_options: list[dict] | None = None, wait: bool = True):
+        """Start the workers; with ``wait`` false return at once (``wait_ready`` later), so the
+        engines start while the learners do."""
         import ray
 
         # the engine's environment is set inside the worker (VLLMGenerator), for the device it has
@@ -403,10 +424,17 @@ class RolloutPool:
         self.workers = [ray.remote(self.worker_class).options(**options, **placed[i]).remote(cfg, model_path, i)
                         for i in range(n)]
         self.names = [f"rollout worker {i}" for i in range(n)]  # how errors name each worker
-        self.startup_s = max(ray.get([w.startup_seconds.remote() for w in self.workers]))
         self.restart_timeout_s = ft.restart_timeout_s
         self.refit: Callable[[int], None] | None = None  # set by WeightSync: current weights into worker i
         self.faults = FaultLog()
+        self.startup_s = 0.0
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Block until every engine is up (raises, naming the worker, if one fails to start)."""
+        self.startup_s = max(get_all([w.startup_seconds.remote() for w in self.workers], self.names,
+                                     self.restart_timeout_s, "rollout worker start"))
         self.incarnations = Incarnations(self.workers)
 
     def assign(self, requests: list[PromptRequest]) -> list[list[PromptRequest]]:

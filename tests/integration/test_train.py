@@ -57,13 +57,16 @@ def _stable(row: dict) -> dict:
     return {k: v for k, v in row.items() if not k.startswith(VOLATILE)}
 
 
-def test_resumed_run_equals_the_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("max_staleness", [0, 1])
+def test_resumed_run_equals_the_uninterrupted_run(tmp_path, max_staleness):
     """Weights, optimizer, scheduler, data position, sampling seeds and the engines' weights all
-    come back: steps 3-4 after a resume at step 2 match the run that never stopped."""
+    come back: steps 3-4 after a resume at step 2 match the run that never stopped. One-step-off
+    (max_staleness=1) generates step 2 during step 1's update and step 4 during step 3's, never
+    across the checkpoint at step 2, so it resumes exactly too."""
     common = ["--set", "reward.actor_class=tests.custom_reward_actor:LowTokenReward", "--set", "learner.lr=0.02",
               "--set", "rollout.max_new_tokens=16", "--set", "checkpoint.every_n_steps=2",
               "--set", "checkpoint.save_final=false", "--set", "data.synthetic.n=16",
-              "eval.every_n_steps=null",
+              "eval.every_n_steps=null", f"algorithm.max_staleness={max_staleness}",
               "algorithm.refill_zero_signal_groups=false"]  # 16 rows, 8 a step: step 2 ends epoch 0
     whole, part = tmp_path / "whole", tmp_path / "part"
     _train("--steps", "4", "--run-dir", str(whole), *common)
@@ -77,3 +80,7 @@ def test_resumed_run_equals_the_uninterrupted_run(tmp_path):
     for ra, rb in zip(a, b):
         assert _stable(ra) == pytest.approx(_stable(rb), rel=1e-6, abs=1e-9), ra["step"]
     assert a[3]["train/kl"] > 0  # the policy had moved: equality is not that of an untouched model
+    # the learner never trains on completions more than max_staleness updates old; one-step-off
+    # trains steps 2 and 4 on the weights before the previous update
+    assert [r["staleness/max"] for r in a] == ([0, 1, 0, 1] if max_staleness else [0, 0, 0, 0])
+    assert ("time/learner_wait" in a[0]) == bool(max_staleness)

@@ -68,6 +68,22 @@ def test_cross_field_checks():
         load_config(overrides=["model.dtype=float16"])
 
 
+def test_staleness_bound_and_its_loss():
+    assert load_config().algorithm.max_staleness == 0  # synchronous unless asked
+    assert load_config(overrides=["algorithm.max_staleness=1"]).algorithm.max_staleness == 1
+    with pytest.raises(ConfigError, match="algorithm.max_staleness: Input should be less than or equal to 1"):
+        load_config(overrides=["algorithm.max_staleness=2"])
+    with pytest.raises(ConfigError, match="is_correction: with max_staleness=1 the ratio is already taken"):
+        load_config(overrides=["algorithm.max_staleness=1", "algorithm.is_correction=true"])
+
+
+def test_actor_threads_follow_the_cpu_share():
+    assert load_config().resources.actor_threads == 1  # the default 0.25 CPU: one thread, never zero
+    assert load_config(overrides=["resources.cpus_per_actor=4"]).resources.actor_threads == 4
+    assert load_config(overrides=["resources.cpus_per_actor=4", "resources.threads_per_actor=2"]
+                       ).resources.actor_threads == 2
+
+
 def test_colocated_gpus_need_a_transport_nccl_accepts():
     colocated = ["resources.colocate=true", "resources.gpus_per_learner=0.5", "resources.gpus_per_rollout_worker=0.5",
                  "learner.comm_backend=auto"]

@@ -180,6 +180,25 @@ def test_truncated_importance_sampling_and_gap_metrics():
         policy_loss(logp, logp, torch.tensor([1.0]), torch.ones(1, 2), BatchTotals(1, 2), s)
 
 
+def test_dual_clip_truncates_a_stale_ratio_for_negative_advantages():
+    """One-step-off: the ratio is against the behaviour policy. A < 0 with ratio 5 counts at the
+    cap 3 (no gradient); A < 0 with ratio 2 is below the cap and keeps its gradient; A > 0 is
+    bounded by the ordinary clip."""
+    s = LossSettings(kl_beta=0.0, clip_eps_low=0.2, clip_eps_high=0.2, ratio_cap=3.0)
+    logp = torch.log(torch.tensor([[5.0], [2.0], [5.0]])).requires_grad_(True)
+    behaviour = torch.zeros(3, 1)
+    adv = torch.tensor([-1.0, -1.0, 1.0])
+    loss, m = policy_loss(logp, behaviour, adv, torch.ones(3, 1), BatchTotals(3, 3), s)
+    assert loss.item() == pytest.approx((3.0 + 2.0 - 1.2) / 3)
+    assert m["capped_token_sum"].item() == 1
+    loss.backward()
+    assert logp.grad[0, 0].item() == 0.0 and logp.grad[2, 0].item() == 0.0  # capped, and clipped
+    assert logp.grad[1, 0].item() == pytest.approx(2.0 / 3)  # d(-A * ratio)/dlogp = ratio / 3
+    uncapped, _ = policy_loss(logp, behaviour, adv, torch.ones(3, 1), BatchTotals(3, 3),
+                              LossSettings(kl_beta=0.0, clip_eps_low=0.2, clip_eps_high=0.2))
+    assert uncapped.item() == pytest.approx((5.0 + 2.0 - 1.2) / 3)
+
+
 def test_kl_needs_reference():
     with pytest.raises(ValueError, match="reference"):
         policy_loss(LOGP, LOGP, ADV, MASK, BatchTotals(2, 5), LossSettings(kl_beta=0.1))
