@@ -23,7 +23,7 @@ from grit_ray.algo.grpo import BatchTotals, group_advantages, token_logprobs_and
 from grit_ray.config import AlgorithmConfig
 
 if TYPE_CHECKING:
-    from grit_ray.models.family import PromptEncoder
+    from grit_ray.models.family import ModelAdapter, PromptEncoder
 
 # processor outputs that are one value per prompt token and so are padded with the prompt
 _TOKEN_ALIGNED = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
@@ -56,6 +56,7 @@ class MicroBatch:
     rollout_logp: torch.Tensor | None  # (B, T) or None when any sample lacks engine log-probs
     image_inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # pixel_values, image_grid_thw, ...
     prompt_token_inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, P) extras, e.g. mm_token_type_ids
+    image_of_row: list[int] = field(default_factory=list)  # (B,) row -> first row with the same prompt and image
 
     def to(self, device: str) -> MicroBatch:
         def mv(t):
@@ -66,6 +67,7 @@ class MicroBatch:
             mv(self.advantages), mv(self.weights), mv(self.rollout_logp),
             {k: mv(v) for k, v in self.image_inputs.items()},
             {k: mv(v) for k, v in self.prompt_token_inputs.items()},
+            self.image_of_row,
         )
 
     def model_inputs(self) -> dict[str, Any]:
@@ -85,6 +87,8 @@ class MicroBatch:
 
 def collate(samples: list[TrainSample], encoder: PromptEncoder, pad_id: int) -> MicroBatch:
     encoded = [encoder.encode(s.prompt, s.image, s.where) for s in samples]
+    first_row: dict[int, int] = {}  # the encoder returns one cached object per (prompt, image)
+    image_of_row = [first_row.setdefault(id(e), i) for i, e in enumerate(encoded)]
     B = len(samples)
     P = max(e["input_ids"].shape[1] for e in encoded)
     T = max(max(len(s.completion_ids) for s in samples), 1)
@@ -123,16 +127,23 @@ def collate(samples: list[TrainSample], encoder: PromptEncoder, pad_id: int) -> 
         rollout_logp=rollout_logp,
         image_inputs={k: torch.cat(v, dim=0) for k, v in image_parts.items()},  # patches / grids stacked
         prompt_token_inputs=token_extras,
+        image_of_row=image_of_row,
     )
 
 
 def completion_logprobs(model, batch: MicroBatch, temperature: float = 1.0,
-                        suppressed: torch.Tensor | None = None, entropy: list | None = None) -> torch.Tensor:  # (B, T)
+                        suppressed: torch.Tensor | None = None, entropy: list | None = None,
+                        adapter: ModelAdapter | None = None) -> torch.Tensor:  # (B, T)
     """Per-token log-probs of the completion tokens under ``model``: one forward over prompt +
     completion, keeping only the T + 1 final logits (the last predicts nothing and is dropped).
-    When ``entropy`` is a list, the (B, T) per-token entropies are appended to it (no grad)."""
+    When ``entropy`` is a list, the (B, T) per-token entropies are appended to it (no grad).
+    With the family's ``adapter``, the vision tower runs once per distinct image of the micro-batch
+    (a group's completions share theirs) instead of once per row; the result is the same."""
     T = batch.completion_ids.shape[1]
-    logits = model(**batch.model_inputs(), logits_to_keep=T + 1, use_cache=False).logits  # (B, T + 1, V)
+    inputs = batch.model_inputs()
+    if adapter is not None and len(set(batch.image_of_row)) < len(batch.image_of_row):
+        inputs = adapter.share_image_features(model, inputs, batch.image_of_row)
+    logits = model(**inputs, logits_to_keep=T + 1, use_cache=False).logits  # (B, T + 1, V)
     logp, ent = token_logprobs_and_entropy(logits[:, :-1, :], batch.completion_ids, temperature, suppressed,
                                            with_entropy=entropy is not None)
     if entropy is not None:

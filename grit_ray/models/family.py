@@ -101,6 +101,12 @@ class ModelAdapter(abc.ABC):
     def engine_prompt_ids(self, token_ids: list[int], tokenizer) -> list[int]:
         """Processor-expanded prompt ids -> the ids the rollout engine expects with the image."""
 
+    def share_image_features(self, model, inputs: dict[str, Any], image_of_row: list[int]) -> dict[str, Any]:
+        """Forward kwargs in which the vision tower runs once per distinct image: ``image_of_row[i]``
+        is the first row whose prompt and image row ``i`` shares. A family without that path keeps
+        ``inputs`` (one vision pass per row)."""
+        return inputs
+
     def prompt_encoder(self, processor, min_pixels: int, max_pixels: int) -> PromptEncoder:
         return PromptEncoder(processor, self.processor_kwargs(min_pixels, max_pixels))
 

@@ -100,7 +100,7 @@ class PolicyLearner:
                                                                trust_remote_code=cfg.model.trust_remote_code)
 
         model = load()
-        adapter = adapter_for(cfg.model.family)
+        adapter = self.adapter = adapter_for(cfg.model.family)
         if cfg.learner.freeze_vision_tower and (tower := adapter.vision_tower(model)) is not None:
             tower.requires_grad_(False)
         if cfg.learner.gradient_checkpointing:
@@ -157,10 +157,12 @@ class PolicyLearner:
             ref_logp = None
             if self.reference is not None:
                 with torch.no_grad():
-                    ref_logp = completion_logprobs(self.reference, batch, self.temperature, self.suppressed)
+                    ref_logp = completion_logprobs(self.reference, batch, self.temperature, self.suppressed,
+                                                   adapter=self.adapter)
             self.engine.set_gradient_accumulation_boundary(i == len(chunks) - 1)
             entropy: list[torch.Tensor] = []
-            logp = completion_logprobs(self.engine, batch, self.temperature, self.suppressed, entropy)
+            logp = completion_logprobs(self.engine, batch, self.temperature, self.suppressed, entropy,
+                                      adapter=self.adapter)
             entropy_sum = float((entropy[0] * batch.completion_mask * batch.weights.unsqueeze(1)).sum())
             stats.entropy_mean = (stats.entropy_mean or 0.0) + entropy_sum
             old_logp = logp.detach()

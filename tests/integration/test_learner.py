@@ -240,3 +240,32 @@ def test_frozen_vision_tower_stays_put_and_is_left_out_of_the_sync_plan(tiny_mod
     initial = _initial(tiny_model_dir)
     assert all(torch.equal(after[n], initial[n]) for n in visual)
     assert not all(torch.equal(after[n], initial[n]) for n in names(trainable))
+
+
+def test_a_group_shares_one_vision_pass_with_the_same_logprobs_and_gradients(tiny_model_dir, data_dir):
+    """The adapter runs the vision tower once per distinct image of a micro-batch (a group's
+    completions share theirs); log-probs and gradients equal one vision pass per row."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    cfg = _cfg()
+    samples = _batch(tiny_model_dir, data_dir, 0, cfg)[:8]  # two groups of four
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    proc = AutoProcessor.from_pretrained(tiny_model_dir)
+    adapter = adapter_for(ModelFamily.QWEN2_5_VL)
+    batch = collate(samples, adapter.prompt_encoder(proc, 3136, 12544), proc.tokenizer.pad_token_id)
+    assert batch.image_of_row == [0, 0, 0, 0, 4, 4, 4, 4]
+    calls = []
+    model.model.visual.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    results = []
+    for shared in (None, adapter):
+        model.zero_grad()
+        logp = completion_logprobs(model, batch, 0.9, adapter=shared)
+        (logp * batch.completion_mask).sum().backward()
+        results.append((logp.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (per_row, grads_rows), (once, grads_once) = results
+    patches = batch.image_inputs["pixel_values"].shape[0]
+    assert calls == [patches, patches // 4]  # eight images' patches, then the two distinct ones
+    torch.testing.assert_close(once, per_row, rtol=0, atol=1e-6)
+    assert grads_once.keys() == grads_rows.keys() and any("visual" in n for n in grads_once)
+    for name, g in grads_rows.items():
+        torch.testing.assert_close(grads_once[name], g, rtol=1e-4, atol=1e-6, msg=name)
