@@ -507,6 +507,13 @@ class GritConfig(Section):
             raise ValueError("model.dtype: float16 is not supported: the learner has no loss scaling and no fp32 "
                              "master weights, so float16 updates underflow; use bfloat16 (A100, H100 and newer) "
                              "or float32")
+        res = self.resources
+        if self.algorithm.max_staleness and res.threads_per_actor and res.threads_per_actor > max(1, int(res.cpus_per_actor)):
+            raise ValueError(f"resources.threads_per_actor: {res.threads_per_actor} threads per actor with "
+                             f"algorithm.max_staleness: 1 oversubscribes the cores: generation runs beside the update, "
+                             f"and each actor's CPU share is {res.cpus_per_actor} (measured 3-5x slower steps); set "
+                             "resources.threads_per_actor: null (threads from the CPU share) or raise "
+                             "resources.cpus_per_actor")
         gpus = self.resources.gpus_per_learner + self.resources.gpus_per_rollout_worker
         if (self.resources.colocate and gpus > 0 and self.weight_sync.transport is SyncTransport.BROADCAST
                 and self.learner.comm_backend is not CommBackend.GLOO):

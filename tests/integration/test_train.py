@@ -66,7 +66,7 @@ def test_resumed_run_equals_the_uninterrupted_run(tmp_path, max_staleness):
     common = ["--set", "reward.actor_class=tests.custom_reward_actor:LowTokenReward", "--set", "learner.lr=0.02",
               "--set", "rollout.max_new_tokens=16", "--set", "checkpoint.every_n_steps=2",
               "--set", "checkpoint.save_final=false", "--set", "data.synthetic.n=16",
-              "eval.every_n_steps=null", f"algorithm.max_staleness={max_staleness}",
+              "eval.every_n_steps=null", f"algorithm.max_staleness={max_staleness}", "resources.threads_per_actor=null",
               "algorithm.refill_zero_signal_groups=false"]  # 16 rows, 8 a step: step 2 ends epoch 0
     whole, part = tmp_path / "whole", tmp_path / "part"
     _train("--steps", "4", "--run-dir", str(whole), *common)

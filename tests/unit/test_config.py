@@ -70,16 +70,25 @@ def test_cross_field_checks():
 
 def test_staleness_bound_and_its_loss():
     assert load_config().algorithm.max_staleness == 0  # synchronous unless asked
-    assert load_config(overrides=["algorithm.max_staleness=1"]).algorithm.max_staleness == 1
+    assert load_config(overrides=["algorithm.max_staleness=1", "resources.threads_per_actor=null"]
+                       ).algorithm.max_staleness == 1
     with pytest.raises(ConfigError, match="algorithm.max_staleness: Input should be less than or equal to 1"):
         load_config(overrides=["algorithm.max_staleness=2"])
     with pytest.raises(ConfigError, match="is_correction: with max_staleness=1 the ratio is already taken"):
-        load_config(overrides=["algorithm.max_staleness=1", "algorithm.is_correction=true"])
+        load_config(overrides=["algorithm.max_staleness=1", "algorithm.is_correction=true",
+                               "resources.threads_per_actor=null"])
+    # the default config runs synchronous steps on two threads per actor; overlapped, they would spin
+    with pytest.raises(ConfigError, match="resources.threads_per_actor: 2 threads per actor with "
+                                          "algorithm.max_staleness: 1 oversubscribes"):
+        load_config(overrides=["algorithm.max_staleness=1"])
+    assert load_config(overrides=["algorithm.max_staleness=1", "resources.cpus_per_actor=2"]).resources.actor_threads == 2
 
 
 def test_actor_threads_follow_the_cpu_share():
-    assert load_config().resources.actor_threads == 1  # the default 0.25 CPU: one thread, never zero
-    assert load_config(overrides=["resources.cpus_per_actor=4"]).resources.actor_threads == 4
+    assert load_config().resources.actor_threads == 2  # the default config asks for two (synchronous steps)
+    assert load_config(overrides=["resources.threads_per_actor=null"]).resources.actor_threads == 1  # 0.25 CPU: one
+    assert load_config(overrides=["resources.cpus_per_actor=4", "resources.threads_per_actor=null"]
+                       ).resources.actor_threads == 4
     assert load_config(overrides=["resources.cpus_per_actor=4", "resources.threads_per_actor=2"]
                        ).resources.actor_threads == 2
 
