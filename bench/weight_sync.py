@@ -46,6 +46,7 @@ def measure(model_dir: Path, args, transport: str) -> dict[str, float]:
     cfg = load_config(overrides=[
         f"model.path={model_dir}", "model.device=cpu", "model.dtype=float32", "learner.num_actors=1",
         "learner.zero_stage=3", "learner.micro_batch_size=1", "algorithm.kl_beta=0.0", "rollout.num_workers=2",
+        "resources.threads_per_actor=null",  # three actors that work at once on 2 cores: one thread each
         "rollout.max_model_len=512", "rollout.enforce_eager=true", f"weight_sync.bucket_mb={args.bucket_mb}",
         f"weight_sync.transport={transport}", "learner.comm_backend=gloo", "algorithm.prompts_per_step=1",
         "algorithm.group_size=2",
