@@ -22,11 +22,13 @@ import torch
 from grit_ray.algo.grpo import BatchTotals, group_advantages, token_logprobs_and_entropy, zero_signal_groups
 from grit_ray.config import AlgorithmConfig
 
+from grit_ray.models.family import PromptEncoder
+
 if TYPE_CHECKING:
-    from grit_ray.models.family import ModelAdapter, PromptEncoder
+    from grit_ray.models.family import ModelAdapter
 
 # processor outputs that are one value per prompt token and so are padded with the prompt
-_TOKEN_ALIGNED = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+_TOKEN_ALIGNED = PromptEncoder.TOKEN_ALIGNED
 
 
 @dataclass

@@ -189,7 +189,9 @@ class TrainingStep:
 
     def start_update(self, exp: Experience) -> PendingUpdate:
         """Check the staleness bound and start the learners on ``exp`` (returns at once)."""
-        learner_version = exp.step - 1  # the weights the learners hold before this update
+        # the weights the learners hold: every update is followed by a sync labelled with its step
+        # (a step whose groups were all dropped makes neither, so this may lag behind step - 1)
+        learner_version = self.sync.version
         staleness = check_staleness(exp.versions, learner_version, self.cfg.algorithm.max_staleness)
         if staleness:
             exp.metrics.update({"staleness/mean": statistics.fmean(staleness), "staleness/max": float(max(staleness))})

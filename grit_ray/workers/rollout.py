@@ -27,7 +27,7 @@ from grit_ray.config import GritConfig, RolloutBackend
 from grit_ray.data.rows import DataError, Row
 from grit_ray.grit.prompts import chat_messages
 from grit_ray.models import adapter_for
-from grit_ray.workers.faults import FaultLog, Incarnations, get_all, wait_until_alive
+from grit_ray.workers.faults import FaultLog, Incarnations, wait_until_alive
 from grit_ray.workers.hardware import apply_env, gloo_env, limit_threads, resolve_device, resolve_dtype, vllm_env
 
 
@@ -432,9 +432,10 @@ class RolloutPool:
             self.wait_ready()
 
     def wait_ready(self) -> None:
-        """Block until every engine is up (raises, naming the worker, if one fails to start)."""
-        self.startup_s = max(get_all([w.startup_seconds.remote() for w in self.workers], self.names,
-                                     self.restart_timeout_s, "rollout worker start"))
+        """Block until every engine is up (a large model's first load may take many minutes: no timeout)."""
+        import ray
+
+        self.startup_s = max(ray.get([w.startup_seconds.remote() for w in self.workers]))
         self.incarnations = Incarnations(self.workers)
 
     def assign(self, requests: list[PromptRequest]) -> list[list[PromptRequest]]:

@@ -31,3 +31,34 @@ def test_staleness_is_counted_in_updates_and_bounded():
         check_staleness([2], learner_version=4, max_staleness=1)
     with pytest.raises(StaleWeightsError, match="-1 updates apart"):  # weights the learner never had
         check_staleness([5], learner_version=4, max_staleness=1)
+
+
+class _Sync:
+    """The driver's view of weight sync: the version of the weights the engines and learners hold."""
+
+    def __init__(self, version: int):
+        self.version = version
+
+
+class _Learners:
+    def __init__(self):
+        self.started = []
+
+    def start_train_step(self, samples):
+        self.started.append(samples)
+        return ["ref"]
+
+
+def test_after_a_step_with_nothing_to_train_the_next_one_is_still_on_policy():
+    """Step 4 dropped every group: no update, no sync, so the weights are still version 3 and step 5's
+    completions (version 3) are on-policy, not one update stale."""
+    from grit_ray.config import load_config
+    from grit_ray.trainer.step import Experience, TrainingStep
+
+    learners = _Learners()
+    step = TrainingStep(load_config(), rollout=None, rewards=None, learners=learners, sync=_Sync(3))
+    skipped = step.finish_update(step.start_update(Experience(step=4, samples=[], versions=[], metrics={})))
+    assert skipped == {"train/skipped_update": 1.0} and learners.started == []
+    pending = step.start_update(Experience(step=5, samples=["s0", "s1"], versions=[3, 3], metrics={}))
+    assert pending.refs == ["ref"] and learners.started == [["s0", "s1"]]
+    assert pending.experience.metrics == {"staleness/mean": 0.0, "staleness/max": 0.0}
