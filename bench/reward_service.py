@@ -104,19 +104,16 @@ def training_steps(server: JudgeServer, work: Path, steps: int) -> dict[str, dic
 
 
 def one_step_off(step: TrainingStep, batches, steps: int) -> dict[str, float]:
-    """Steps as the trainer runs them with algorithm.max_staleness=1: step k+1 generated and scored
-    while the learner updates on step k; each step's wall time from update start to sync end."""
+    """Steps as the trainer runs them with algorithm.max_staleness=1 (``TrainingStep.run``): step
+    k+1 generated while step k's last scores come in and the learner updates; each step's wall
+    time from its update's start (or its scores' wait) to its sync's end."""
     k = step.sync.version + 1
-    exp = step.collect(next(batches), k)  # on-policy: the pipeline fills
+    collection = step.start_collect(next(batches), k)  # the pipeline fills
     runs = []
     for i in range(steps + 1):  # the first overlapped step is the warm-up
         started = time.perf_counter()
-        pending = step.start_update(exp)
-        exp = step.collect(next(batches), k + i + 1)
-        m = step.finish_update(pending)
+        m, collection = step.run(collection, lambda: step.start_collect(next(batches), k + i + 1))
         m["time/step"] = time.perf_counter() - started
-        m["time/generation"] = exp.metrics["time/generation"]
-        m["time/reward_tail"] = exp.metrics["time/reward_tail"]
         runs.append(m)
     return {key: statistics.median(r[f"time/{key}"] for r in runs[1:])
             for key in ("step", "generation", "reward_tail", "learner", "sync")}

@@ -20,7 +20,7 @@ from grit_ray.trainer.checkpoints import (CHECKPOINTS, FINAL_MODEL, latest_check
                                           save_checkpoint)
 from grit_ray.trainer.held_out import eval_line, evaluate
 from grit_ray.trainer.placement import placement
-from grit_ray.trainer.step import Experience, TrainingStep
+from grit_ray.trainer.step import Collection, TrainingStep
 from grit_ray.workers.cluster import ray_session
 from grit_ray.workers.faults import is_actor_failure, unreachable
 
@@ -49,7 +49,7 @@ class Trainer:
         self.initial_sampler_state = self.sampler.state()
         self.rebuilds = 0
         self.rebuild_metrics: dict[str, float] = {}  # reported with the first step after a rebuild
-        self.prefetched: Experience | None = None  # one-step-off: the next step's batch, generated and scored
+        self.prefetched: Collection | None = None  # one-step-off: the next step's completions, generated
 
     def build(self, model_path: str) -> None:
         """Start the actors: rollout workers and learners in one placement group, the reward pool,
@@ -147,28 +147,23 @@ class Trainer:
         from it (or replaying after a rebuild) repeats the run exactly."""
         return self.cfg.algorithm.max_staleness > 0 and not self.saves_at(step, stop_after)
 
-    def _collect(self, step: int) -> Experience:
+    def _start_collect(self, step: int) -> Collection:
         rows = self.sampler.next_batch(self.cfg.algorithm.prompts_per_step)
-        exp = self.step_fn.collect(rows, step, draw_more=self.sampler.next_batch)
-        exp.metrics["epoch"] = self.sampler.epoch
-        return exp
+        c = self.step_fn.start_collect(rows, step, draw_more=self.sampler.next_batch)
+        c.metrics["epoch"] = self.sampler.epoch
+        return c
 
     def train_step(self, stop_after: int | None = None) -> dict[str, Any]:
         """The next optimizer step, and its evaluation when one is due; returns the step's metrics.
-        With ``algorithm.max_staleness=1`` the rollout workers generate and score the step after
-        while the learners update (``time/learner_wait``: how long the driver then waited for them)."""
+        With ``algorithm.max_staleness=1`` the rollout workers generate the step after while this
+        one's last scores come in and the learners update (``TrainingStep.run``)."""
         started = time.perf_counter()
         self.step += 1
-        exp, self.prefetched = self.prefetched or self._collect(self.step), None
-        pending = self.step_fn.start_update(exp)
-        overlap = self.overlaps_after(self.step, stop_after)
-        if overlap:
-            self.prefetched = self._collect(self.step + 1)  # with the weights before this update
-        waited = time.perf_counter()
-        m = {"step": self.step, **self.step_fn.finish_update(pending)}
-        if overlap:
-            m["time/learner_wait"] = time.perf_counter() - waited - m.get("time/sync", 0.0)
-        m["time/step"] = time.perf_counter() - started
+        collection, self.prefetched = self.prefetched or self._start_collect(self.step), None
+        following = self.step + 1
+        collect_next = (lambda: self._start_collect(following)) if self.overlaps_after(self.step, stop_after) else None
+        m, self.prefetched = self.step_fn.run(collection, collect_next)
+        m = {"step": self.step, **m, "time/step": time.perf_counter() - started}
         m["driver/rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if self.evaluates_at(self.step):
             m.update(self.evaluate())

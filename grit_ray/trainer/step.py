@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,10 +75,35 @@ def reward_metrics(scored: list[ScoredCompletion], prefix: str = "") -> dict[str
 class _Round:
     """Completions of one generation round of a step, scored and settled."""
 
+    rows: dict[int, Row]  # group id -> row
     samples: dict[tuple[int, int], SampledCompletion]
     settled: StepRewards
     generation_s: float
     reward_tail_s: float
+
+
+@dataclass
+class _Generated:
+    """A generation round whose scores are still in flight in the reward actors."""
+
+    rows: dict[int, Row]
+    samples: dict[tuple[int, int], SampledCompletion]
+    items: list[RewardItem]
+    refs: list  # the reward actors' answers, one per item
+    generation_s: float
+
+
+@dataclass
+class Collection:
+    """A step's completions from ``start_collect``: its rounds, and the last round's scores possibly
+    still in flight (``finish_collect`` waits for them)."""
+
+    step: int
+    rows: dict[int, Row]  # every group drawn, group id -> row
+    rounds: list[_Round]
+    unscored: _Generated | None
+    refilled: bool  # drawn with refill: keep the first prompts_per_step informative groups
+    metrics: dict[str, Any]  # extras the caller adds (the epoch)
 
 
 @dataclass
@@ -100,16 +126,18 @@ class PendingUpdate:
 
 
 class TrainingStep:
-    """One optimizer step, in two halves that one-step-off training runs apart: ``collect``
-    (generate, score, advantages) and ``start_update`` / ``finish_update`` (learner step, then
-    weight sync). With ``algorithm.refill_zero_signal_groups`` ``collect`` keeps drawing prompts
-    (``draw_more``) until ``prompts_per_step`` groups carry signal or the draw limit is reached."""
+    """One optimizer step, in halves that one-step-off training runs apart: ``start_collect`` /
+    ``finish_collect`` (generate, then wait for the scores and set the advantages) and
+    ``start_update`` / ``finish_update`` (learner step, then weight sync). With
+    ``algorithm.refill_zero_signal_groups`` collecting keeps drawing prompts (``draw_more``) until
+    ``prompts_per_step`` groups carry signal or the draw limit is reached."""
 
     def __init__(self, cfg: GritConfig, rollout: RolloutPool, rewards: RewardPool, learners, sync):
         self.cfg, self.rollout, self.rewards, self.learners, self.sync = cfg, rollout, rewards, learners, sync
 
-    def _round(self, rows: dict[int, Row], step: int) -> _Round:
-        """Generate the groups of ``rows`` (group id -> row) and score each completion as it arrives."""
+    def _generate(self, rows: dict[int, Row], step: int) -> _Generated:
+        """Generate the groups of ``rows`` (group id -> row), handing each completion to a reward
+        actor the moment it arrives."""
         cfg = self.cfg
         started = time.perf_counter()
         # per-completion sampling seeds: the same step samples the same completions, resumed,
@@ -126,14 +154,24 @@ class TrainingStep:
             refs.append(self.rewards.submit(item))  # scoring starts now, while others still generate
             items.append(item)
             samples[(s.group_id, s.index)] = s
-        generation_s = time.perf_counter() - started
-        scored = self.rewards.collect(items, refs)  # items of a reward actor that died are scored again
-        reward_tail_s = time.perf_counter() - started - generation_s
-        return _Round(samples, self.rewards.settle(items, scored), generation_s, reward_tail_s)
+        return _Generated(rows, samples, items, refs, time.perf_counter() - started)
 
-    def collect(self, rows: list[Row], step: int, draw_more: Callable[[int], list[Row]] | None = None) -> Experience:
-        """Generate and score the groups of ``rows`` (and of refill draws) with the engines' current
-        weights, and set the advantages: everything of step ``step`` but the update."""
+    def _score(self, g: _Generated) -> _Round:
+        """Wait for a round's scores (items of a reward actor that died are scored again) and settle
+        them; the reward tail is the time spent waiting here."""
+        started = time.perf_counter()
+        scored = self.rewards.collect(g.items, g.refs)
+        settled = self.rewards.settle(g.items, scored)
+        return _Round(g.rows, g.samples, settled, g.generation_s, time.perf_counter() - started)
+
+    def _informative(self, r: _Round) -> list[int]:
+        return [g for g in r.rows if g not in r.settled.dropped_groups and _has_signal(r, g, self.cfg.algorithm.group_size)]
+
+    def start_collect(self, rows: list[Row], step: int,
+                      draw_more: Callable[[int], list[Row]] | None = None) -> Collection:
+        """Generate the step's groups with the engines' current weights. With refill each round is
+        scored before the next draw (the draw depends on it); otherwise the scores are left in
+        flight, and the reward actors finish them while the caller goes on."""
         algo = self.cfg.algorithm
         refill = algo.refill_zero_signal_groups and draw_more is not None
         by_gid = dict(enumerate(rows))
@@ -141,22 +179,30 @@ class TrainingStep:
         rounds: list[_Round] = []
         informative: list[int] = []  # group ids with signal, in draw order
         while pending:
-            r = self._round(pending, step)
-            rounds.append(r)
-            for g in pending:
-                if g not in r.settled.dropped_groups and _has_signal(r, g, algo.group_size):
-                    informative.append(g)
+            generated = self._generate(pending, step)
+            if not refill:
+                return Collection(step, by_gid, rounds, generated, refilled=False, metrics={})
+            rounds.append(self._score(generated))
+            informative += self._informative(rounds[-1])
             needed = algo.prompts_per_step - len(informative)
-            more = refill_draw_size(needed, len(by_gid), len(informative), algo.prompt_draw_limit) if refill else 0
+            more = refill_draw_size(needed, len(by_gid), len(informative), algo.prompt_draw_limit)
             new_rows = draw_more(more) if more else []
             pending = {len(by_gid) + i: row for i, row in enumerate(new_rows)}
             by_gid.update(pending)
+        return Collection(step, by_gid, rounds, None, refilled=True, metrics={})
 
+    def finish_collect(self, c: Collection) -> Experience:
+        """Wait for the scores still in flight and set the advantages: everything of step ``c.step``
+        but the update."""
+        algo = self.cfg.algorithm
+        rounds = c.rounds + ([self._score(c.unscored)] if c.unscored is not None else [])
+        by_gid = c.rows
+        informative = [g for r in rounds for g in self._informative(r)]
         samples = {k: v for r in rounds for k, v in r.samples.items()}
         scored = {k: v for r in rounds for k, v in r.settled.scored.items()}
         dropped = set().union(*(r.settled.dropped_groups for r in rounds))
         lengths = [len(s.completion.token_ids) for s in samples.values()]
-        m: dict[str, Any] = {"time/generation": sum(r.generation_s for r in rounds),
+        m: dict[str, Any] = {**c.metrics, "time/generation": sum(r.generation_s for r in rounds),
                              "time/reward_tail": sum(r.reward_tail_s for r in rounds),
                              "completion/len_mean": statistics.fmean(lengths), "completion/len_max": max(lengths),
                              "completion/truncated": sum(s.completion.finish_reason == "length"
@@ -168,7 +214,7 @@ class TrainingStep:
             judge.update(r.settled.metrics)
         m.update({f"judge/{k.removeprefix('judge_')}": float(v) for k, v in judge.items()})
 
-        if refill:  # keep the first prompts_per_step informative groups; the rest are surplus
+        if c.refilled:  # keep the first prompts_per_step informative groups; the rest are surplus
             kept_groups = set(informative[:algo.prompts_per_step])
             m.update({"sampling/prompts_drawn": float(len(by_gid)), "sampling/rounds": float(len(rounds)),
                       "sampling/informative_groups": float(len(informative)),
@@ -185,7 +231,11 @@ class TrainingStep:
                   "groups/dropped_samples": adv["dropped_samples"]})
         trained_groups = {s.group_id for s in batch}  # assign_advantages drops whole groups
         versions = [samples[k].weights_version for k in keys if k[0] in trained_groups]
-        return Experience(step=step, samples=batch, versions=versions, metrics=m)
+        return Experience(step=c.step, samples=batch, versions=versions, metrics=m)
+
+    def collect(self, rows: list[Row], step: int, draw_more: Callable[[int], list[Row]] | None = None) -> Experience:
+        """Generate and score the groups of ``rows`` (and of refill draws) and set the advantages."""
+        return self.finish_collect(self.start_collect(rows, step, draw_more))
 
     def start_update(self, exp: Experience) -> PendingUpdate:
         """Check the staleness bound and start the learners on ``exp`` (returns at once)."""
@@ -211,6 +261,23 @@ class TrainingStep:
         m.update({"time/sync": synced["sync_s"], "sync/gb_per_s": synced["sync_gb_per_s"],
                   "sync/weights_version": synced["weights_version"]})
         return m
+
+    def run(self, collection: Collection,
+            collect_next: Callable[[], Collection] | None = None) -> tuple[dict[str, Any], Collection | None]:
+        """The update of ``collection``'s step; returns its metrics and, with ``collect_next``
+        (one-step-off), the next step's collection. Then this thread generates the next step (its
+        completions stream to the reward actors) while a helper thread waits for this step's last
+        scores and starts the update the moment they are all in; the sync follows both."""
+        if collect_next is None:
+            return self.finish_update(self.start_update(self.finish_collect(collection))), None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="grit-update") as starter:
+            update = starter.submit(lambda: self.start_update(self.finish_collect(collection)))
+            following = collect_next()  # with the weights before this update
+            pending = update.result()  # re-raises what the helper thread raised
+        waited = time.perf_counter()
+        m = self.finish_update(pending)
+        m["time/learner_wait"] = time.perf_counter() - waited - m.get("time/sync", 0.0)
+        return m, following
 
     def __call__(self, rows: list[Row], step: int | None = None,
                  draw_more: Callable[[int], list[Row]] | None = None) -> dict[str, Any]:

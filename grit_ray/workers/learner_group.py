@@ -4,6 +4,7 @@ them. ``LearnerActor`` is a thin wrapper: every method forwards to ``PolicyLearn
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,7 @@ class LearnerGroup:
         placed = per_actor_options or [{}] * self.size  # e.g. a placement-group bundle per rank
         self.actors = [ray.remote(self.actor_class).options(**options, **placed[r]).remote() for r in range(self.size)]
         self.names = [f"learner rank {r}" for r in range(self.size)]  # how errors name each actor
+        self.issuing = threading.Lock()  # see each_rank
         addr, port = ray.get(self.actors[0].rendezvous_address.remote())
         self.address = f"{addr}:{port}"  # where the ranks' process group meets (rank 0's node)
         self._setup = [a.setup.remote(cfg, model_path, r, self.size, addr, port) for r, a in enumerate(self.actors)]
@@ -129,8 +131,15 @@ class LearnerGroup:
         ``fault_tolerance.learner_step_timeout_s`` raises ``ActorHangError`` naming it."""
         return get_all(refs, self.names, self.cfg.fault_tolerance.learner_step_timeout_s, what)
 
+    def each_rank(self, method: str, *args) -> list:
+        """One call of ``method`` per rank, issued together. Ranks run collectives in the order
+        their calls arrive, so two threads of the driver (one-step-off starts the update from a
+        helper thread while a refit may ask for the weights) must not interleave their calls."""
+        with self.issuing:
+            return [getattr(a, method).remote(*args) for a in self.actors]
+
     def _all(self, method: str, *args) -> list[Any]:
-        return self._get([getattr(a, method).remote(*args) for a in self.actors], method)
+        return self._get(self.each_rank(method, *args), method)
 
     def start_train_step(self, samples: list[TrainSample]) -> list:
         """Start one optimizer step over the whole batch (advantages already set) and return at
@@ -138,7 +147,8 @@ class LearnerGroup:
         waits for it."""
         totals = totals_of(samples)
         shards = shard_samples(samples, self.size, self.cfg.learner.micro_batch_size)
-        return [a.train_step.remote(s, totals) for a, s in zip(self.actors, shards)]
+        with self.issuing:
+            return [a.train_step.remote(s, totals) for a, s in zip(self.actors, shards)]
 
     def finish_train_step(self, pending: list) -> LearnerStats:
         return LearnerStats.reduce(self._get(pending, "learner step"))

@@ -258,7 +258,7 @@ class WeightSync:
             self._wire()
         self.version = self.version + 1 if version is None else version
         started = time.perf_counter()
-        sends = [a.send_weights.remote() for a in self.learners.actors]
+        sends = self.learners.each_rank("send_weights")
         if self.broadcast:
             receives = [w.receive_weights.remote(self.version) for w in self.rollout.workers]
             received = get_all(receives + sends, self.rollout.names + self.learners.names, self.timeout_s,
@@ -276,8 +276,7 @@ class WeightSync:
         through the object store, and check that it reports their version."""
         worker, name = self.rollout.workers[i], self.rollout.names[i]
         what = f"refit of {name}"
-        refs = get_all([a.put_weights.remote() for a in self.learners.actors], self.learners.names, self.timeout_s,
-                       what)[0]
+        refs = get_all(self.learners.each_rank("put_weights"), self.learners.names, self.timeout_s, what)[0]
         # one actor runs its calls in order: attach, load, then report the version it holds
         calls = [worker.attach_receiver.remote(WeightReceiver(self.plan, None, self.cfg.model.device)),
                  worker.receive_weights_from_refs.remote(refs, self.version), worker.weights_version_now.remote()]
