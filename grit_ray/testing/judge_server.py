@@ -113,6 +113,16 @@ class JudgeServer:
                     server.requests += 1
                     server.in_flight += 1
                     server.peak_in_flight = max(server.peak_in_flight, server.in_flight)
+                finished = False
+
+                def finish() -> None:
+                    # a request stops counting as in flight before its answer goes out: the client
+                    # may send its next one the moment it reads this answer
+                    nonlocal finished
+                    with server._lock:
+                        server.in_flight -= 1
+                    finished = True
+
                 try:
                     body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                     content = body["messages"][-1]["content"]
@@ -120,6 +130,7 @@ class JudgeServer:
                         content = " ".join(p.get("text", "") for p in content if p.get("type") == "text")
                     time.sleep(server.latency_s)
                     status, text = server._reply(content)
+                    finish()
                     if status != 200:
                         self._send(status, {"error": {"message": f"injected {status}", "type": "server_error"}})
                         return
@@ -134,8 +145,8 @@ class JudgeServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout); nothing to answer
                 finally:
-                    with server._lock:
-                        server.in_flight -= 1
+                    if not finished:
+                        finish()
 
         return Handler
 

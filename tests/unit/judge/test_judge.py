@@ -105,7 +105,8 @@ def test_calls_run_concurrently_under_the_limit():
         stats = json.loads(urllib.request.urlopen(s.base_url.rsplit("/v1", 1)[0] + "/stats").read())
     assert all(r.status == "ok" for r in results)
     assert stats["peak_in_flight"] <= 16 and stats["requests"] == 96
-    assert elapsed < 3.0, f"96 x 0.2 s at concurrency 16 took {elapsed:.2f}s (ideal 1.2 s)"
+    # one at a time would take 19.2 s; the HTTP round trips on a busy 2-core machine add up to ~2 s
+    assert elapsed < 4.5, f"96 x 0.2 s at concurrency 16 took {elapsed:.2f}s (ideal 1.2 s, serial 19.2 s)"
 
 
 def test_missing_key_for_openai_is_a_clear_error(monkeypatch):
