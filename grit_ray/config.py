@@ -409,11 +409,6 @@ class ResourcesConfig(Section):
         None, gt=0,
         description="torch/OpenMP/vLLM threads per actor; null: cpus_per_actor rounded down, at least 1",
     )
-
-    @property
-    def actor_threads(self) -> int:
-        """Compute threads each actor runs, so actors sharing a host do not oversubscribe its cores."""
-        return self.threads_per_actor or max(1, int(self.cpus_per_actor))
     colocate: bool = Field(False, description="rollout workers share GPUs with learners")
     learner_resources: dict[str, float] = Field(
         default_factory=dict, description="Ray custom resources per learner: pins learners to nodes started with them"
@@ -425,6 +420,16 @@ class ResourcesConfig(Section):
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
         "PACK", description="Ray placement-group strategy"
     )
+
+    @property
+    def share_threads(self) -> int:
+        """Threads the CPU share ``cpus_per_actor`` holds: rounded down, at least 1."""
+        return max(1, int(self.cpus_per_actor))
+
+    @property
+    def actor_threads(self) -> int:
+        """Compute threads each actor runs, so actors sharing a host do not oversubscribe its cores."""
+        return self.threads_per_actor or self.share_threads
 
 
 class FaultToleranceConfig(Section):
@@ -508,7 +513,7 @@ class GritConfig(Section):
                              "master weights, so float16 updates underflow; use bfloat16 (A100, H100 and newer) "
                              "or float32")
         res = self.resources
-        if self.algorithm.max_staleness and res.threads_per_actor and res.threads_per_actor > max(1, int(res.cpus_per_actor)):
+        if self.algorithm.max_staleness and res.actor_threads > res.share_threads:
             raise ValueError(f"resources.threads_per_actor: {res.threads_per_actor} threads per actor with "
                              f"algorithm.max_staleness: 1 oversubscribes the cores: generation runs beside the update, "
                              f"and each actor's CPU share is {res.cpus_per_actor} (measured 3-5x slower steps); set "

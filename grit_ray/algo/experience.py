@@ -21,14 +21,10 @@ import torch
 
 from grit_ray.algo.grpo import BatchTotals, group_advantages, token_logprobs_and_entropy, zero_signal_groups
 from grit_ray.config import AlgorithmConfig
-
 from grit_ray.models.family import PromptEncoder
 
 if TYPE_CHECKING:
     from grit_ray.models.family import ModelAdapter
-
-# processor outputs that are one value per prompt token and so are padded with the prompt
-_TOKEN_ALIGNED = PromptEncoder.TOKEN_ALIGNED
 
 
 @dataclass
@@ -88,27 +84,17 @@ class MicroBatch:
 
 
 def collate(samples: list[TrainSample], encoder: PromptEncoder, pad_id: int) -> MicroBatch:
-    encoded = [encoder.encode(s.prompt, s.image, s.where) for s in samples]
-    first_row: dict[int, int] = {}  # the encoder returns one cached object per (prompt, image)
-    image_of_row = [first_row.setdefault(id(e), i) for i, e in enumerate(encoded)]
+    # the prompt part, left-padded, through the encoder's cache: a group's rows share one encoding
+    prompts = encoder.encode_batch([(s.prompt, s.image, s.where) for s in samples], pad_id)
+    first_row: dict[tuple[str, str | bytes], int] = {}
+    image_of_row = [first_row.setdefault((s.prompt, s.image), i) for i, s in enumerate(samples)]
     B = len(samples)
-    P = max(e["input_ids"].shape[1] for e in encoded)
     T = max(max(len(s.completion_ids) for s in samples), 1)
-
-    prompt_ids = torch.full((B, P), pad_id, dtype=torch.long)
-    prompt_mask = torch.zeros(B, P, dtype=torch.long)
-    token_extras = {k: torch.zeros(B, P, dtype=encoded[0][k].dtype) for k in _TOKEN_ALIGNED[2:] if k in encoded[0]}
     completion_ids = torch.full((B, T), pad_id, dtype=torch.long)
     completion_mask = torch.zeros(B, T)
     have_rollout = all(s.rollout_logprobs is not None for s in samples)
     rollout_logp = torch.zeros(B, T) if have_rollout else None
-    image_parts: dict[str, list[torch.Tensor]] = {}
-    for i, (s, e) in enumerate(zip(samples, encoded)):
-        n = e["input_ids"].shape[1]
-        prompt_ids[i, P - n:] = e["input_ids"][0]
-        prompt_mask[i, P - n:] = e["attention_mask"][0]
-        for k, t in token_extras.items():
-            t[i, P - n:] = e[k][0]
+    for i, s in enumerate(samples):
         c = len(s.completion_ids)
         completion_ids[i, :c] = torch.tensor(s.completion_ids, dtype=torch.long)
         completion_mask[i, :c] = 1.0
@@ -116,19 +102,17 @@ def collate(samples: list[TrainSample], encoder: PromptEncoder, pad_id: int) -> 
             if len(s.rollout_logprobs) != c:
                 raise ValueError(f"{s.where}: {len(s.rollout_logprobs)} rollout log-probs for {c} completion tokens")
             rollout_logp[i, :c] = torch.tensor(s.rollout_logprobs)
-        for k, v in e.items():
-            if k not in _TOKEN_ALIGNED:
-                image_parts.setdefault(k, []).append(v)
+    token_aligned = PromptEncoder.TOKEN_ALIGNED
     return MicroBatch(
-        prompt_ids=prompt_ids,
-        prompt_mask=prompt_mask,
+        prompt_ids=prompts["input_ids"],
+        prompt_mask=prompts["attention_mask"],
         completion_ids=completion_ids,
         completion_mask=completion_mask,
         advantages=torch.tensor([s.advantage for s in samples], dtype=torch.float32),
         weights=torch.tensor([s.weight for s in samples], dtype=torch.float32),
         rollout_logp=rollout_logp,
-        image_inputs={k: torch.cat(v, dim=0) for k, v in image_parts.items()},  # patches / grids stacked
-        prompt_token_inputs=token_extras,
+        image_inputs={k: v for k, v in prompts.items() if k not in token_aligned},  # patches / grids stacked
+        prompt_token_inputs={k: v for k, v in prompts.items() if k in token_aligned[2:]},  # e.g. mm_token_type_ids
         image_of_row=image_of_row,
     )
 

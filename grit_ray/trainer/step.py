@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import statistics
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -233,10 +233,6 @@ class TrainingStep:
         versions = [samples[k].weights_version for k in keys if k[0] in trained_groups]
         return Experience(step=c.step, samples=batch, versions=versions, metrics=m)
 
-    def collect(self, rows: list[Row], step: int, draw_more: Callable[[int], list[Row]] | None = None) -> Experience:
-        """Generate and score the groups of ``rows`` (and of refill draws) and set the advantages."""
-        return self.finish_collect(self.start_collect(rows, step, draw_more))
-
     def start_update(self, exp: Experience) -> PendingUpdate:
         """Check the staleness bound and start the learners on ``exp`` (returns at once)."""
         # the weights the learners hold: every update is followed by a sync labelled with its step
@@ -283,8 +279,7 @@ class TrainingStep:
                  draw_more: Callable[[int], list[Row]] | None = None) -> dict[str, Any]:
         """A synchronous step: collect, update, sync."""
         started = time.perf_counter()
-        exp = self.collect(rows, step if step is not None else self.sync.version + 1, draw_more)
-        m = self.finish_update(self.start_update(exp))
+        m, _ = self.run(self.start_collect(rows, step if step is not None else self.sync.version + 1, draw_more))
         m["time/step"] = time.perf_counter() - started
         return m
 
