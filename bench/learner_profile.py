@@ -46,8 +46,7 @@ def main() -> None:
     samples = batch(Path(model_dir), data, 32, 4, cfg)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
     adapter = adapter_for(cfg.model.family)
-    encoder = adapter.prompt_encoder(AutoProcessor.from_pretrained(model_dir), cfg.model.min_pixels,
-                                     cfg.model.max_pixels)
+    encoder = adapter.prompt_encoder(AutoProcessor.from_pretrained(model_dir), cfg.model)
 
     def step(shared) -> None:
         for i in range(0, len(samples), args.micro_batch):

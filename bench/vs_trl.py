@@ -125,7 +125,7 @@ def measure_trl(steps: int, threads: int, work: str, log_name: str) -> dict[str,
     adapter = adapter_for(cfg.model.family)
     # the learner's and rollout's pixel limits, as the processor's defaults (TRL passes no size arguments)
     processor = AutoProcessor.from_pretrained(model_dir, padding_side="left", truncation_side="left",
-                                              **adapter.processor_kwargs(cfg.model.min_pixels, cfg.model.max_pixels))
+                                              **adapter.processor_kwargs(cfg.model))
 
     train_sources, _ = materialise_sources(cfg.data, Path(work) / "trl-run")
     rows = list(RowStream(train_sources))

@@ -14,6 +14,7 @@ from grit_ray.config import (
     ConfigError,
     DataFormat,
     DataSource,
+    ModelFamily,
     SynthSpec,
     TinyModelSpec,
     config_to_yaml,
@@ -56,16 +57,18 @@ def _cmd_model_tiny(args: argparse.Namespace) -> int:
 
     from grit_ray.models.tiny import build_tiny_model, cached_tiny_model, directory_digest
 
+    overrides = args.overrides + ([f"model.tiny.seed={args.seed}"] if args.seed is not None else [])
+    overrides += [f"model.family={args.family}"] if args.family else []
+    cfg = load_config(args.config, overrides)
+    family = cfg.model.family
     if args.random:
-        out = build_tiny_model(args.out, TinyModelSpec.plumbing(seed=args.seed or 0))
+        out = build_tiny_model(args.out, TinyModelSpec.plumbing(seed=args.seed or 0), family=family)
     else:  # exactly the model a run with this config starts from (model.tiny), via the same cache
-        cfg = load_config(args.config, args.overrides + ([f"model.tiny.seed={args.seed}"] if args.seed is not None
-                                                         else []))
-        cached = cached_tiny_model(cfg.model.tiny)
+        cached = cached_tiny_model(cfg.model.tiny, family=family)
         out = Path(args.out)
         shutil.copytree(cached, out, dirs_exist_ok=True)
     kind = "random" if args.random else "pretrained base"
-    print(f"wrote the tiny {kind} Qwen2.5-VL to {out} (sha256 {directory_digest(out)[:16]})")
+    print(f"wrote the tiny {kind} {family.value} model to {out} (sha256 {directory_digest(out)[:16]})")
     return 0
 
 
@@ -130,20 +133,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from grit_ray.config import DataSource
     from grit_ray.evaluation.eval import run_eval
-
+    from grit_ray.models import checkpoint_family, family_problem
     from grit_ray.models.tiny import model_path_problem
 
     if (problem := model_path_problem(args.model)) is not None:
         print(f"grit-ray: --model {args.model}: {problem}", file=sys.stderr)
         return EXIT_USAGE
-
-    overrides = list(args.overrides) + [f"model.path={args.model}", f"prompt.template={args.prompt}",
-                                        f"reward.judge.kind={args.judge}", f"rollout.num_workers={args.workers}"]
+    # the checkpoint's own family, unless the command line names one (then a mismatch is refused)
+    family = checkpoint_family(args.model)
+    named = any(o.split("=", 1)[0].strip() == "model.family" for o in args.overrides)
+    overrides = list(args.overrides) + ([f"model.family={family.value}"] if family and not named else [])
+    overrides += [f"model.path={args.model}", f"prompt.template={args.prompt}", f"reward.judge.kind={args.judge}",
+                  f"rollout.num_workers={args.workers}"]
     if args.judge_base_url:
         overrides.append(f"reward.judge.base_url={args.judge_base_url}")
     if args.judge_model:
         overrides.append(f"reward.judge.model={args.judge_model}")
     cfg = load_config(args.config, overrides)
+    if (problem := family_problem(args.model, cfg.model.family)) is not None:
+        print(f"grit-ray: --model {args.model}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     data = [DataSource(path=p, images=args.images) for p in args.data.split(",") if p]
     if args.crossmodal and cfg.reward.judge.kind.value != "openai":
         print("grit-ray: --crossmodal needs a multimodal LLM judge (--judge openai)", file=sys.stderr)
@@ -189,10 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(func=_cmd_data_synth)
 
     model = sub.add_parser("model", help="model utilities").add_subparsers(dest="model_cmd", required=True)
-    tiny = model.add_parser("tiny", help="the tiny offline Qwen2.5-VL: the default run's base model, or --random")
+    tiny = model.add_parser("tiny", help="the tiny offline model (Qwen2.5-VL or InternVL3): the default run's base "
+                            "model, or --random")
     _add_config_args(tiny)
     tiny.add_argument("--out", required=True, type=Path)
     tiny.add_argument("--seed", type=int, default=None, help="default: model.tiny.seed of the config (0)")
+    tiny.add_argument("--family", choices=[f.value for f in ModelFamily], default=None,
+                      help="default: model.family of the config (qwen2.5-vl)")
     tiny.add_argument("--random", action="store_true",
                       help="the small untrained model of the plumbing tests (seconds, not minutes)")
     tiny.set_defaults(func=_cmd_model_tiny)

@@ -92,20 +92,33 @@ class ModelConfig(Section):
     path: str | None = Field(
         None, description="HF directory or hub id of the policy; null builds the tiny offline model"
     )
-    family: ModelFamily = Field(ModelFamily.QWEN2_5_VL, description="decides the box frame and prompt limits")
+    family: ModelFamily = Field(
+        ModelFamily.QWEN2_5_VL, description="the model family's adapter (grit_ray/models): image tokens, tiling, box "
+        "frame and prompt limit; with path null, which tiny model is built"
+    )
     tiny: TinyModelSpec = TinyModelSpec()
     dtype: DType = Field(
         DType.BFLOAT16, description="weights and compute dtype on GPU (float16 is refused); CPU always runs float32"
     )
     device: Device = Field(Device.AUTO, description="auto picks cuda when torch sees a GPU")
-    min_pixels: int = Field(3136, gt=0, description="image processor lower bound (pixels)")
-    max_pixels: int = Field(256 * 28 * 28, gt=0, description="image processor upper bound (pixels)")
-    trust_remote_code: bool = Field(False, description="allow model code from the checkpoint (InternVL3 needs it)")
+    min_pixels: int = Field(3136, gt=0, description="Qwen2.5-VL: image processor lower bound (pixels)")
+    max_pixels: int = Field(256 * 28 * 28, gt=0, description="Qwen2.5-VL: image processor upper bound (pixels)")
+    max_tiles: int | None = Field(
+        None, ge=1, description="InternVL3: tiles per image at most (a thumbnail is added when there are several; "
+        "GRIT: 2); null keeps the checkpoint processor's setting"
+    )
+    trust_remote_code: bool = Field(
+        False, description="allow model code from the checkpoint (not needed: both families load with transformers' "
+        "own classes)"
+    )
 
     @model_validator(mode="after")
     def _pixels_ordered(self) -> ModelConfig:
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels ({self.min_pixels}) exceeds max_pixels ({self.max_pixels})")
+        if self.max_tiles is not None and self.family is not ModelFamily.INTERNVL3:
+            raise ValueError(f"max_tiles: {self.family.value} does not tile images (its limits are min_pixels and "
+                             "max_pixels)")
         return self
 
 
@@ -193,7 +206,10 @@ class PromptConfig(Section):
     template: PromptTemplate = Field(
         PromptTemplate.GRIT, description="grit: the published suffix; direct / cot: the paper's baselines"
     )
-    max_prompt_tokens: int = Field(750, gt=0, description="750 for Qwen2.5-VL, 1500 for InternVL3 in GRIT")
+    max_prompt_tokens: int | None = Field(
+        None, gt=0, description="prompt tokens with the image's; null: the family's GRIT limit (750 for Qwen2.5-VL, "
+        "1500 for InternVL3)"
+    )
 
 
 class RolloutBackend(str, enum.Enum):
@@ -278,8 +294,9 @@ class RewardConfig(Section):
         default_factory=list, description="custom components as 'package.module:function'"
     )
     judge: JudgeConfig = JudgeConfig()
-    coord_frame: CoordFrame = Field(
-        CoordFrame.QWEN_RESIZED, description="frame of the model's boxes, mapped to original pixels for GIoU"
+    coord_frame: CoordFrame | None = Field(
+        None, description="frame of the model's boxes, mapped to original pixels for GIoU; null: the family's "
+        "(qwen-resized for Qwen2.5-VL, norm1000 for InternVL3)"
     )
     num_actors: int = Field(1, gt=0, description="reward actors in the pool")
     actor_class: str | None = Field(None, description="import path of a custom reward actor class")
@@ -507,7 +524,8 @@ class GritConfig(Section):
                 f"by learner.num_actors x learner.micro_batch_size = {per_pass}"
             )
         if self.model.family is ModelFamily.INTERNVL3 and self.reward.coord_frame is CoordFrame.QWEN_RESIZED:
-            raise ValueError("reward.coord_frame: InternVL3 writes norm1000 boxes, not qwen-resized pixels")
+            raise ValueError("reward.coord_frame: InternVL3 writes norm1000 boxes, not qwen-resized pixels (null picks "
+                             "the family's frame)")
         if self.model.dtype is DType.FLOAT16:
             raise ValueError("model.dtype: float16 is not supported: the learner has no loss scaling and no fp32 "
                              "master weights, so float16 updates underflow; use bfloat16 (A100, H100 and newer) "

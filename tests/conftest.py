@@ -9,7 +9,7 @@ import pytest
 from hypothesis import settings
 
 
-from grit_ray.config import SynthSpec, TinyModelSpec, load_config
+from grit_ray.config import ModelFamily, SynthSpec, TinyModelSpec, load_config
 from grit_ray.data.synth import write_synth
 from grit_ray.models.tiny import build_tiny_model, cached_tiny_model
 
@@ -25,6 +25,13 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), TinyModelSpec.plumbing(seed=0))
+
+
+@pytest.fixture(scope="session")
+def tiny_internvl_dir(tmp_path_factory) -> Path:
+    """The small random InternVL3 (transformers' InternVL classes, a Qwen2 text model)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-internvl3"), TinyModelSpec.plumbing(seed=0),
+                            family=ModelFamily.INTERNVL3)
 
 
 @pytest.fixture(scope="session")

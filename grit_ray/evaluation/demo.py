@@ -55,7 +55,7 @@ def run_demo(cfg: GritConfig, run_dir: Path) -> Path:
     rows = list(itertools.islice(iter(stream), cfg.algorithm.prompts_per_step))
     _say(f"data: {len(rows)} prompts from {', '.join(s.path for s in train_sources)}; {stream.skipped_report()}")
 
-    model_path = ensure_model(cfg.model.path, cfg.model.tiny, log=_say)
+    model_path = ensure_model(cfg.model.path, cfg.model.tiny, log=_say, family=cfg.model.family)
     _say(f"model: {model_path}")
 
     with ray_session(cfg.resources.ray_address):

@@ -20,6 +20,7 @@ from grit_ray.evaluation.score import fmt_or_dash, format_table, summarise
 from grit_ray.grit.grounding import FrameSpec
 from grit_ray.grit.metrics import completion_giou
 from grit_ray.judge.scoring import ScoredCompletion
+from grit_ray.models import box_frame_spec
 
 
 def result_row(row: Row, completion: str, scored: ScoredCompletion, frame: FrameSpec) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def run_eval(cfg: GritConfig, data: list[DataSource], out_dir: Path, max_rows: i
     rows = [r for _, r in zip(range(max_rows or 10**12), stream)]
     if not rows:
         raise DataError(f"{', '.join(d.path for d in data)}: no rows to evaluate")
-    frame = FrameSpec(cfg.reward.coord_frame, cfg.model.min_pixels, cfg.model.max_pixels)
+    frame = box_frame_spec(cfg)
     with ray_session(cfg.resources.ray_address):
         samples, scored = greedy_scored(cfg, RolloutPool(cfg, str(cfg.model.path)), RewardPool(cfg), rows)
     results = [result_row(row, s.completion.text, sc, frame) for row, s, sc in zip(rows, samples, scored)]

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from grit_ray.config import ModelFamily
+from grit_ray.grit.grounding import FrameSpec
 from grit_ray.models.family import ModelAdapter
+from grit_ray.models.internvl3 import InternVL3Adapter
 from grit_ray.models.qwen2_5_vl import Qwen25VLAdapter
 
-_ADAPTERS: dict[ModelFamily, type[ModelAdapter]] = {ModelFamily.QWEN2_5_VL: Qwen25VLAdapter}
+if TYPE_CHECKING:
+    from grit_ray.config import GritConfig
+
+_ADAPTERS: dict[ModelFamily, type[ModelAdapter]] = {
+    ModelFamily.QWEN2_5_VL: Qwen25VLAdapter,
+    ModelFamily.INTERNVL3: InternVL3Adapter,
+}
 
 
 def adapter_for(family: ModelFamily) -> ModelAdapter:
@@ -16,3 +28,43 @@ def adapter_for(family: ModelFamily) -> ModelAdapter:
         raise NotImplementedError(f"model.family={family.value}: grit_ray/models has no adapter for it yet "
                                   f"(supported: {known})")
     return _ADAPTERS[family]()
+
+
+def box_frame_spec(cfg: GritConfig) -> FrameSpec:
+    """How the policy's boxes are read: ``reward.coord_frame``, or the family's frame when null."""
+    frame = cfg.reward.coord_frame or adapter_for(cfg.model.family).box_frame
+    return FrameSpec(frame, cfg.model.min_pixels, cfg.model.max_pixels)
+
+
+def max_prompt_tokens(cfg: GritConfig) -> int:
+    """``prompt.max_prompt_tokens``, or the family's GRIT limit when null."""
+    return cfg.prompt.max_prompt_tokens or adapter_for(cfg.model.family).max_prompt_tokens
+
+
+REMOTE_CODE_MODEL_TYPES = {"internvl_chat": "InternVL's original remote-code format; use its Hugging Face format "
+                                            "(the -hf checkpoint, e.g. OpenGVLab/InternVL3-2B-hf; docs/reproduce.md)"}
+
+
+def _model_type(path: str) -> str | None:
+    """``model_type`` of a local checkpoint's config.json; None for a hub id or a directory without one."""
+    config = Path(path).expanduser() / "config.json"
+    return json.loads(config.read_text()).get("model_type") if config.is_file() else None
+
+
+def checkpoint_family(path: str) -> ModelFamily | None:
+    """The family of a local checkpoint, read from its config.json; None for a hub id, a directory
+    without config.json, or a model type no adapter claims."""
+    model_type = _model_type(path)
+    return next((f for f, a in _ADAPTERS.items() if model_type in a.model_types), None)
+
+
+def family_problem(path: str, family: ModelFamily) -> str | None:
+    """Why the local checkpoint at ``path`` cannot be run as ``family``, or None."""
+    model_type = _model_type(path)
+    if model_type in REMOTE_CODE_MODEL_TYPES:
+        return f"model_type {model_type!r} is {REMOTE_CODE_MODEL_TYPES[model_type]}"
+    found = checkpoint_family(path)
+    if found is not None and found is not family:
+        return (f"the checkpoint is {found.value} (config.json model_type {model_type!r}), but model.family is "
+                f"{family.value}: set model.family={found.value}")
+    return None

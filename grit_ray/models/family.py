@@ -12,7 +12,7 @@ import abc
 import hashlib
 from typing import Any, ClassVar
 
-from grit_ray.config import CoordFrame, ModelFamily
+from grit_ray.config import CoordFrame, ModelConfig, ModelFamily, TinyModelSpec
 
 
 class PromptEncoder:
@@ -76,7 +76,9 @@ class ModelAdapter(abc.ABC):
     image_pad_token: ClassVar[str]  # the prompt's image placeholder, one per image feature once expanded
     placeholder_tokens: ClassVar[tuple[str, ...]]  # tokens that stand for image/video features
     vision_tower_names: ClassVar[tuple[str, ...]]  # attribute of the (inner) model holding the vision tower
-    box_frame: ClassVar[CoordFrame]  # the frame the family writes boxes in
+    box_frame: ClassVar[CoordFrame]  # the frame the family writes boxes in (reward.coord_frame: null)
+    max_prompt_tokens: ClassVar[int]  # GRIT's prompt limit, image tokens included (prompt.max_prompt_tokens: null)
+    model_types: ClassVar[tuple[str, ...]]  # config.json "model_type" of the family's checkpoints
 
     def forbidden_tokens(self, tokenizer) -> list[str]:
         """The placeholder tokens this tokenizer actually has. A policy that samples one produces
@@ -90,11 +92,11 @@ class ModelAdapter(abc.ABC):
         return [vocab[t] for t in self.forbidden_tokens(tokenizer)]
 
     @abc.abstractmethod
-    def processor_kwargs(self, min_pixels: int, max_pixels: int) -> dict[str, Any]:
-        """Keyword arguments that give the Hugging Face processor the pixel limits."""
+    def processor_kwargs(self, model: ModelConfig) -> dict[str, Any]:
+        """Keyword arguments that give the Hugging Face processor ``model``'s image limits."""
 
     @abc.abstractmethod
-    def engine_mm_kwargs(self, min_pixels: int, max_pixels: int) -> dict[str, Any]:
+    def engine_mm_kwargs(self, model: ModelConfig) -> dict[str, Any]:
         """vLLM's ``mm_processor_kwargs`` for the same limits (image-token counts must agree)."""
 
     @abc.abstractmethod
@@ -107,8 +109,8 @@ class ModelAdapter(abc.ABC):
         ``inputs`` (one vision pass per row)."""
         return inputs
 
-    def prompt_encoder(self, processor, min_pixels: int, max_pixels: int) -> PromptEncoder:
-        return PromptEncoder(processor, self.processor_kwargs(min_pixels, max_pixels))
+    def prompt_encoder(self, processor, model: ModelConfig) -> PromptEncoder:
+        return PromptEncoder(processor, self.processor_kwargs(model))
 
     def vision_tower(self, model):
         """The vision tower module of a loaded model, or None."""
@@ -119,3 +121,28 @@ class ModelAdapter(abc.ABC):
                 if owner is not None and isinstance(getattr(owner, name, None), torch.nn.Module):
                     return getattr(owner, name)
         return None
+
+    # -- the tiny offline model (grit_ray/models/tiny.py): the family's parts of it -------------
+
+    tiny_special_tokens: ClassVar[tuple[str, ...]]  # in id order, after the BPE vocabulary; the first pads
+    tiny_named_tokens: ClassVar[dict[str, str]] = {}  # tokenizer attributes the family's processor reads
+    tiny_image_part: ClassVar[str]  # what the chat template writes for an image
+
+    @abc.abstractmethod
+    def tiny_config(self, spec: TinyModelSpec, ids: dict[str, int], vocab: int, text: dict[str, Any]):
+        """The transformers config: ``text`` holds the text model's settings, ``ids`` the special
+        tokens' ids."""
+
+    @abc.abstractmethod
+    def tiny_processor(self, tokenizer, chat_template: str):
+        """The processor: the family's image processor at the tiny model's image size."""
+
+    @abc.abstractmethod
+    def tiny_model_class(self):
+        """The transformers class the tiny model is built with."""
+
+    @property
+    def tiny_number_tokens(self) -> int:
+        """Whole numbers that are one token each: every coordinate the family writes for the
+        synthetic world's images (up to 399 px; 0-1000 in the norm1000 frame)."""
+        return 1001 if self.box_frame is CoordFrame.NORM1000 else 400

@@ -6,11 +6,18 @@ from typing import Any
 
 import torch
 
-from grit_ray.config import CoordFrame, ModelFamily
+from grit_ray.config import CoordFrame, ModelConfig, ModelFamily, TinyModelSpec
 from grit_ray.models.family import ModelAdapter
 
 IMAGE_PAD = "<|image_pad|>"
 VISION_PLACEHOLDER_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", IMAGE_PAD, "<|video_pad|>")
+
+# the tiny model: Qwen2-VL's special tokens, in Qwen's id order
+TINY_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+                       "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+                       "<|vision_end|>", "<|vision_pad|>", IMAGE_PAD, "<|video_pad|>")
+TINY_MIN_PIXELS = 28 * 28 * 4
+TINY_MAX_PIXELS = 28 * 28 * 36  # 168x168: the synthetic world's largest image, unchanged
 
 
 def collapse_image_pads(token_ids: list[int], pad_id: int) -> list[int]:
@@ -31,12 +38,14 @@ class Qwen25VLAdapter(ModelAdapter):
     placeholder_tokens = VISION_PLACEHOLDER_TOKENS
     vision_tower_names = ("visual",)
     box_frame = CoordFrame.QWEN_RESIZED  # absolute pixels of the image the processor resized
+    max_prompt_tokens = 750
+    model_types = ("qwen2_5_vl",)
 
-    def processor_kwargs(self, min_pixels: int, max_pixels: int) -> dict[str, Any]:
-        return {"size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}}
+    def processor_kwargs(self, model: ModelConfig) -> dict[str, Any]:
+        return {"size": {"shortest_edge": model.min_pixels, "longest_edge": model.max_pixels}}
 
-    def engine_mm_kwargs(self, min_pixels: int, max_pixels: int) -> dict[str, Any]:
-        return {"min_pixels": min_pixels, "max_pixels": max_pixels}
+    def engine_mm_kwargs(self, model: ModelConfig) -> dict[str, Any]:
+        return {"min_pixels": model.min_pixels, "max_pixels": model.max_pixels}
 
     def engine_prompt_ids(self, token_ids: list[int], tokenizer) -> list[int]:
         return collapse_image_pads(token_ids, tokenizer.convert_tokens_to_ids(IMAGE_PAD))
@@ -57,3 +66,52 @@ class Qwen25VLAdapter(ModelAdapter):
         out = {k: v for k, v in inputs.items() if k != "pixel_values"}
         out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=[by_row[r] for r in image_of_row])}
         return out
+
+    # -- the tiny offline model (grit_ray/models/tiny.py) ---------------------------------------
+
+    tiny_special_tokens = TINY_SPECIAL_TOKENS
+    tiny_image_part = "<|vision_start|><|image_pad|><|vision_end|>"
+
+    def tiny_config(self, spec: TinyModelSpec, ids: dict[str, int], vocab: int, text: dict[str, Any]):
+        from transformers import Qwen2_5_VLConfig
+
+        hidden = spec.hidden_size
+        text = {**text, "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 6, 6]}}
+        vision = dict(
+            depth=spec.vision_depth,
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_heads=text["num_attention_heads"],
+            out_hidden_size=hidden,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=112,
+            fullatt_block_indexes=[spec.vision_depth - 1],
+        )
+        return Qwen2_5_VLConfig(
+            text_config=text,
+            vision_config=vision,
+            image_token_id=ids[IMAGE_PAD],
+            video_token_id=ids["<|video_pad|>"],
+            vision_start_token_id=ids["<|vision_start|>"],
+            vision_end_token_id=ids["<|vision_end|>"],
+            tie_word_embeddings=False,
+            architectures=["Qwen2_5_VLForConditionalGeneration"],
+        )
+
+    def tiny_processor(self, tokenizer, chat_template: str):
+        """Images of the synthetic world keep their size (up to 168x168 = 36 image tokens)."""
+        from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+        size = {"shortest_edge": TINY_MIN_PIXELS, "longest_edge": TINY_MAX_PIXELS}
+        image_processor = Qwen2VLImageProcessor(min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS, size=size,
+                                                patch_size=14, merge_size=2, temporal_patch_size=2)
+        video_processor = Qwen2VLVideoProcessor(min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS, size=size)
+        return Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                   video_processor=video_processor, chat_template=chat_template)
+
+    def tiny_model_class(self):
+        from transformers import Qwen2_5_VLForConditionalGeneration
+
+        return Qwen2_5_VLForConditionalGeneration

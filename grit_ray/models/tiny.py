@@ -1,18 +1,20 @@
-"""The tiny offline Qwen2.5-VL: built without a model hub, for the CPU default run and the tests.
+"""The tiny offline models (Qwen2.5-VL, InternVL3): built without a model hub, for the CPU default
+run and the tests. What differs between the families comes from their adapters (grit_ray/models).
 
-- The architecture: a byte-level BPE tokenizer with the Qwen2-VL special tokens, a Qwen-style chat
-  template and every whole number up to ``NUMBER_TOKENS - 1`` as one token (a box is then four
-  tokens of coordinates, not twelve digits), a ``Qwen2_5_VLConfig`` with a 128-wide, 4-layer text
-  model and a 2-block vision tower, and an image processor that keeps the synthetic world's images
-  at their size (up to 168x168 = 36 image tokens). Number tokens start from sinusoidal embeddings
-  of their value, so nearby coordinates start out similar.
+- The architecture: a byte-level BPE tokenizer with the family's special tokens, a ChatML chat
+  template and every whole coordinate the family writes as one token (0-399 px for Qwen, 0-1000
+  for InternVL's norm1000 frame: a box is then four tokens, not twelve digits), a 128-wide,
+  4-layer Qwen2 text model and a 2-block vision tower in the family's transformers classes, and an
+  image processor sized to the synthetic world's images (Qwen: kept at their size, up to 168x168
+  = 36 image tokens; InternVL: one 168-px tile, 36 features). Number tokens start from sinusoidal
+  embeddings of their value, so nearby coordinates start out similar.
 - The base model: the same network pretrained briefly on a synthetic corpus (``tiny_pretrain``):
   it grounds, names, counts and compares the shapes when asked in its own words, but has never
   seen GRIT's VSR- and TallyQA-style questions nor GRIT's format for them (docs/base_model.md).
   ``TinyModelSpec.plumbing()`` is the small random model of the tests.
 
 The directory loads with the transformers Auto classes and with vLLM; the same spec and seed give
-the same bytes. ``ensure_model`` builds the base model once into a cache keyed by its spec.
+the same bytes. ``ensure_model`` builds the base model once into a cache keyed by its family and spec.
 """
 
 from __future__ import annotations
@@ -28,39 +30,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from grit_ray.config import TinyModelSpec
-from grit_ray.models.qwen2_5_vl import VISION_PLACEHOLDER_TOKENS
+from grit_ray.config import ModelFamily, TinyModelSpec
+from grit_ray.models.family import ModelAdapter
 
-# Qwen2-VL's special tokens, in Qwen's id order (placed right after the BPE vocabulary).
-SPECIAL_TOKENS = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-]
-
-TINY_MIN_PIXELS = 28 * 28 * 4
-TINY_MAX_PIXELS = 28 * 28 * 36  # 168x168: the synthetic world's largest image, unchanged
-NUMBER_TOKENS = 400  # "0" .. "399" are single tokens (coordinates of images up to 399 px)
+NUMBER_TOKENS = 400  # "0" .. "399" are single tokens (coordinates of images up to 399 px); norm1000: up to 1000
 RECIPE_VERSION = 3  # bump when the builder or the corpus changes: cached base models are rebuilt
 
-# A Qwen2-VL style chat template (default system prompt, images as vision_start/pad/end).
-CHAT_TEMPLATE = r"""{%- for message in messages %}
+# A Qwen2-VL style chat template (default system prompt); IMAGE_PART is the family's image placeholder.
+_CHAT_TEMPLATE = r"""{%- for message in messages %}
 {%- if loop.first and message['role'] != 'system' %}{{- '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{%- endif %}
 {{- '<|im_start|>' + message['role'] + '\n' }}
 {%- if message['content'] is string %}{{- message['content'] }}
 {%- else %}{%- for part in message['content'] %}
-{%- if part['type'] == 'image' %}{{- '<|vision_start|><|image_pad|><|vision_end|>' }}
+{%- if part['type'] == 'image' %}{{- 'IMAGE_PART' }}
 {%- elif part['type'] == 'text' %}{{- part['text'] }}{%- endif %}
 {%- endfor %}{%- endif %}
 {{- '<|im_end|>\n' }}
@@ -82,7 +64,11 @@ _CORPUS = [
 ]
 
 
-def _build_tokenizer(vocab_size: int):
+def chat_template(adapter: ModelAdapter) -> str:
+    return _CHAT_TEMPLATE.replace("IMAGE_PART", adapter.tiny_image_part.replace("\n", "\\n"))
+
+
+def _build_tokenizer(vocab_size: int, adapter: ModelAdapter):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -90,35 +76,37 @@ def _build_tokenizer(vocab_size: int):
 
     tok = Tokenizer(models.BPE())
     # Digit runs are pieces of their own (never glued to a space or a bracket), and the merges below
-    # make every number below NUMBER_TOKENS one token; byte-level so every string is encodable.
+    # make every number the family writes one token; byte-level so every string is encodable.
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Digits(individual_digits=False), pre_tokenizers.ByteLevel(add_prefix_space=False)]
     )
     tok.decoder = decoders.ByteLevel()
+    n_numbers = adapter.tiny_number_tokens  # every coordinate the family writes
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
+        vocab_size=vocab_size + max(0, n_numbers - NUMBER_TOKENS),  # room for numbers past 399
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    numbers = " ".join(str(i) for i in range(NUMBER_TOKENS))
+    numbers = " ".join(str(i) for i in range(n_numbers))
     world = " ".join([*COLOURS, *SHAPES, *(s + "s" for s in SHAPES)])
     tok.train_from_iterator((_CORPUS + [world]) * 8 + [numbers] * 16, trainer=trainer)
-    tok.add_special_tokens(SPECIAL_TOKENS)
+    special = list(adapter.tiny_special_tokens)
+    tok.add_special_tokens(special)
+    named = {"extra_special_tokens": dict(adapter.tiny_named_tokens)} if adapter.tiny_named_tokens else {}
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        additional_special_tokens=SPECIAL_TOKENS[1:],
-        chat_template=CHAT_TEMPLATE,
+        additional_special_tokens=special[1:],
+        chat_template=chat_template(adapter),
+        **named,
         model_max_length=32768,
         clean_up_tokenization_spaces=False,
     )
 
 
-def _build_config(spec: TinyModelSpec, tokenizer):
-    from transformers import Qwen2_5_VLConfig
-
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+def _build_config(spec: TinyModelSpec, tokenizer, adapter: ModelAdapter):
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in adapter.tiny_special_tokens}
     vocab = len(tokenizer)
     vocab += -vocab % 64  # round up: a multiple of 64 keeps embedding shapes friendly to kernels
     hidden = spec.hidden_size
@@ -134,66 +122,30 @@ def _build_config(spec: TinyModelSpec, tokenizer):
         max_position_embeddings=4096,
         rms_norm_eps=1e-6,
         tie_word_embeddings=False,
-        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 6, 6]},
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
     )
-    vision = dict(
-        depth=spec.vision_depth,
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_heads=heads,
-        out_hidden_size=hidden,
-        patch_size=14,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-        window_size=112,
-        fullatt_block_indexes=[spec.vision_depth - 1],
-    )
-    return Qwen2_5_VLConfig(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=False,
-        architectures=["Qwen2_5_VLForConditionalGeneration"],
-    )
+    return adapter.tiny_config(spec, ids, vocab, text)
 
 
-def vision_placeholder_ids(tokenizer) -> list[int]:
-    return [tokenizer.convert_tokens_to_ids(t) for t in VISION_PLACEHOLDER_TOKENS]
-
-
-def init_number_embeddings(model, tokenizer) -> None:
-    """Rows of the input embedding and the LM head for the tokens "0" .. "399": sinusoids of the
-    number (periods 2 to 800, scaled to the random rows' spread), so that nearby coordinates start
-    close together and a coordinate can be read out as a smooth function of a position feature."""
+def init_number_embeddings(model, tokenizer, n_numbers: int = NUMBER_TOKENS) -> None:
+    """Rows of the input embedding and the LM head for the tokens "0" .. str(K - 1): sinusoids of
+    the number (periods 2 to 2K, scaled to the random rows' spread), so that nearby coordinates
+    start close together and a coordinate can be read out as a smooth function of a position feature."""
     import torch
 
     vocab = tokenizer.get_vocab()
-    ids = [vocab[str(n)] for n in range(NUMBER_TOKENS)]
+    ids = [vocab[str(n)] for n in range(n_numbers)]
     with torch.no_grad():
         for weight in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
             half = weight.shape[1] // 2
-            n = torch.arange(NUMBER_TOKENS, dtype=torch.float32)[:, None]  # (K, 1)
+            n = torch.arange(n_numbers, dtype=torch.float32)[:, None]  # (K, 1)
             k = torch.arange(half, dtype=torch.float32)[None, :]  # (1, H/2)
-            period = 2.0 * float(NUMBER_TOKENS) ** (k / max(half - 1, 1))  # (1, H/2): 2 .. 800
+            period = 2.0 * float(n_numbers) ** (k / max(half - 1, 1))  # (1, H/2): 2 .. 2K
             angle = 2 * math.pi * n / period  # (K, H/2)
             weight[ids] = torch.cat([angle.sin(), angle.cos()], dim=1) * weight.std()
-
-
-def _processor(tokenizer):
-    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
-
-    size = {"shortest_edge": TINY_MIN_PIXELS, "longest_edge": TINY_MAX_PIXELS}
-    image_processor = Qwen2VLImageProcessor(min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS, size=size,
-                                            patch_size=14, merge_size=2, temporal_patch_size=2)
-    video_processor = Qwen2VLVideoProcessor(min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS, size=size)
-    return Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                               video_processor=video_processor, chat_template=CHAT_TEMPLATE)
 
 
 @contextlib.contextmanager
@@ -208,33 +160,39 @@ def _torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None, log=print) -> Path:
-    """Write the tiny Qwen2.5-VL (weights, tokenizer, processor) to ``out_dir``: random weights, then
-    ``spec.pretrain.steps`` of corpus pretraining (docs/base_model.md). Deterministic per spec."""
+def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None, log=print,
+                     family: ModelFamily = ModelFamily.QWEN2_5_VL) -> Path:
+    """Write the tiny model of ``family`` (weights, tokenizer, processor) to ``out_dir``: random
+    weights, then ``spec.pretrain.steps`` of corpus pretraining with boxes in the family's frame
+    (docs/base_model.md). Deterministic per spec and family."""
     import torch
-    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import GenerationConfig
+
+    from grit_ray.models import adapter_for
 
     spec = spec or TinyModelSpec()
+    adapter = adapter_for(family)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _build_tokenizer(spec.vocab_size)
-    config = _build_config(spec, tokenizer)
-    processor = _processor(tokenizer)
+    tokenizer = _build_tokenizer(spec.vocab_size, adapter)
+    config = _build_config(spec, tokenizer, adapter)
+    processor = adapter.tiny_processor(tokenizer, chat_template(adapter))
     report: dict = {}
     with torch.random.fork_rng(), _torch_threads(spec.pretrain.threads):  # the caller's RNG and threads stay
         torch.manual_seed(spec.seed)
-        model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32).eval()
-        init_number_embeddings(model, tokenizer)
+        model = adapter.tiny_model_class()(config).to(torch.float32).eval()
+        init_number_embeddings(model, tokenizer, adapter.tiny_number_tokens)
         if spec.pretrain.steps:
             from grit_ray.models.tiny_pretrain import pretrain, probe
 
             started = time.perf_counter()
-            losses = pretrain(model, processor, spec.pretrain, spec.seed, log=log)
+            losses = pretrain(model, processor, spec.pretrain, spec.seed, log=log, box_frame=adapter.box_frame)
             log(f"base model pretrained in {time.perf_counter() - started:.0f}s")
             report = {"final_loss": round(sum(losses[-100:]) / len(losses[-100:]), 4),
-                      "probe": {k: round(v, 4) for k, v in probe(model, processor, spec.seed).items()}}
+                      "probe": {k: round(v, 4) for k, v in
+                                probe(model, processor, spec.seed, box_frame=adapter.box_frame).items()}}
             log("base model probe (held-out scenes): " + ", ".join(f"{k} {v:.3f}" for k, v in report["probe"].items()))
-    placeholder_ids = vision_placeholder_ids(tokenizer)
+    placeholder_ids = adapter.forbidden_token_ids(tokenizer)
     model.generation_config = GenerationConfig(
         bos_token_id=config.text_config.bos_token_id,
         eos_token_id=config.text_config.eos_token_id,
@@ -245,6 +203,8 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None, log
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     meta = {"spec": spec.model_dump(), "recipe_version": RECIPE_VERSION, "vision_placeholder_ids": placeholder_ids}
+    if family is not ModelFamily.QWEN2_5_VL:  # the Qwen marker predates families: its bytes stay the same
+        meta["family"] = family.value
     (out / "grit_ray_tiny.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
     if report:  # what the base model can do (docs/base_model.md); deterministic like the rest
         (out / "pretrain_report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
@@ -282,12 +242,13 @@ def cache_key(spec: TinyModelSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def cached_tiny_model(spec: TinyModelSpec, log=print) -> Path:
-    """The tiny model for ``spec`` from the cache, built there first if absent. Concurrent callers
-    wait on a lock instead of building twice; a half-built model is never visible (atomic rename)."""
+def cached_tiny_model(spec: TinyModelSpec, log=print, family: ModelFamily = ModelFamily.QWEN2_5_VL) -> Path:
+    """The tiny model of ``family`` for ``spec`` from the cache, built there first if absent.
+    Concurrent callers wait on a lock instead of building twice; a half-built model is never
+    visible (atomic rename)."""
     root = cache_root() / "models"
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"tiny-qwen2.5-vl-{cache_key(spec)}"
+    final = root / f"tiny-{family.value}-{cache_key(spec)}"
     marker = final / "grit_ray_tiny.json"
     if marker.is_file():
         return final
@@ -296,22 +257,24 @@ def cached_tiny_model(spec: TinyModelSpec, log=print) -> Path:
         if marker.is_file():  # another process built it while we waited
             return final
         what = "base model" if spec.pretrain.steps else "random model"
-        log(f"building the tiny {what} into {final} (once; later runs reuse it)")
+        log(f"building the tiny {family.value} {what} into {final} (once; later runs reuse it)")
         tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
         try:
-            build_tiny_model(tmp, spec, log=log)
+            build_tiny_model(tmp, spec, log=log, family=family)
             tmp.rename(final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
-def ensure_model(path: str | None, spec: TinyModelSpec, log=print) -> str:
-    """The policy's directory: ``path`` as given, or the tiny model for ``spec`` from the cache."""
+def ensure_model(path: str | None, spec: TinyModelSpec, log=print, family: ModelFamily = ModelFamily.QWEN2_5_VL) -> str:
+    """The policy's directory: ``path`` as given, or the tiny model of ``family`` for ``spec`` from the cache."""
     if path is not None:
-        if (problem := model_path_problem(path)) is not None:
+        from grit_ray.models import family_problem
+
+        if (problem := model_path_problem(path) or family_problem(path, family)) is not None:
             from grit_ray.config import ConfigError
 
             raise ConfigError([f"model.path: {path}: {problem}"])
         return path
-    return str(cached_tiny_model(spec, log=log))
+    return str(cached_tiny_model(spec, log=log, family=family))

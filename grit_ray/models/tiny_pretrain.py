@@ -25,15 +25,16 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PIL import Image
 
-from grit_ray.config import PromptTemplate, SynthSpec, TinyPretrainSpec
+from grit_ray.config import CoordFrame, PromptTemplate, SynthSpec, TinyPretrainSpec
 from grit_ray.data.synth import COLOURS, RELATIONS, SHAPES, Obj, image_side, random_kinds, render, scatter, unique_by
 from grit_ray.grit.grounding import find_boxes
 from grit_ray.grit.metrics import union_iou
 from grit_ray.grit.prompts import user_text
+from grit_ray.models.family import PromptEncoder
 
 PRETRAIN_SEED_OFFSET = 7_000_003  # corpus scenes never share a random stream with `grit-ray data synth` seeds
 PROBE_SEED_OFFSET = 9_000_011
@@ -200,17 +201,29 @@ def _count_scene(rng: random.Random, w: int, h: int, max_objects: int, scale: fl
     return objs, _Asked(f"Count the {noun}s.", str(n), [o.box for o in hits])
 
 
+def in_frame(box: tuple[int, int, int, int], w: int, h: int, frame: CoordFrame) -> tuple[int, int, int, int]:
+    """A pixel box of a w x h corpus image as the family writes it. The synthetic world's sides are
+    multiples of 28 within Qwen's pixel limits, so its resized frame is the pixel frame."""
+    if frame is not CoordFrame.NORM1000:
+        return box
+    x1, y1, x2, y2 = box
+    return (round(x1 * 1000 / w), round(y1 * 1000 / h), round(x2 * 1000 / w), round(y2 * 1000 / h))
+
+
 def corpus_sample(rng: random.Random, world: SynthSpec, max_objects: int = MAX_OBJECTS,
-                  task: CorpusTask | None = None) -> CorpusSample:
-    """One (image, question, answer) pair of the corpus."""
+                  task: CorpusTask | None = None, box_frame: CoordFrame = CoordFrame.QWEN_RESIZED) -> CorpusSample:
+    """One (image, question, answer) pair of the corpus, its boxes written in ``box_frame``."""
     while True:  # the kind is drawn again when the scene cannot pose it (relations in one-object scenes)
         kind = task or rng.choices(list(TASK_WEIGHTS), weights=list(TASK_WEIGHTS.values()))[0]
         w, h = image_side(rng, world), image_side(rng, world)
         if kind is CorpusTask.COUNT:
             objs, asked = _count_scene(rng, w, h, max_objects, world.object_scale)
+            if asked is not None:
+                asked = replace(asked, targets=[in_frame(b, w, h, box_frame) for b in asked.targets])
         else:
             objs = scatter(rng, w, h, random_kinds(rng, rng.randint(1, max_objects)), world.object_scale)
-            asked = _ask(rng, objs, kind)
+            # asked about the boxes in the family's frame (the relations hold in either: scaling keeps order)
+            asked = _ask(rng, [replace(o, box=in_frame(o.box, w, h, box_frame)) for o in objs], kind)
         if objs and asked is not None:
             break
     template, answer = PromptTemplate.DIRECT, asked.answer
@@ -227,24 +240,22 @@ def corpus_sample(rng: random.Random, world: SynthSpec, max_objects: int = MAX_O
 
 
 class _Encoder:
-    """Corpus samples -> token ids and image tensors, the way the rollout and the learner encode."""
+    """Corpus samples -> token ids and image tensors, the way the rollout and the learner encode
+    (the family's processor expands the image placeholder)."""
 
     def __init__(self, processor):
+        self.processor = processor
         self.tok = processor.tokenizer
-        self.images = processor.image_processor
-        self.pad_id = self.tok.convert_tokens_to_ids("<|image_pad|>")
         self.end_id = self.tok.convert_tokens_to_ids("<|im_end|>")
 
-    def prompt(self, s: CorpusSample):
-        import torch  # noqa: F401  (tensors come back from the image processor)
-
+    def prompt(self, s: CorpusSample) -> tuple[list[int], dict]:
+        """The prompt's ids and its image tensors (every processor output but the text's)."""
         messages = [{"role": "user", "content": [{"type": "image"},
                                                  {"type": "text", "text": user_text(s.question, s.template)}]}]
         text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        pix = self.images(images=[s.image], return_tensors="pt")
-        n_image_tokens = int(pix["image_grid_thw"].prod()) // (self.images.merge_size ** 2)
-        ids = self.tok.encode(text.replace("<|image_pad|>", "<|image_pad|>" * n_image_tokens), add_special_tokens=False)
-        return ids, pix
+        encoded = self.processor(text=[text], images=[s.image], return_tensors="pt")
+        pix = {k: v for k, v in encoded.items() if k not in PromptEncoder.TOKEN_ALIGNED}
+        return encoded["input_ids"][0].tolist(), pix
 
     def answer(self, s: CorpusSample) -> list[int]:
         return self.tok.encode(s.answer, add_special_tokens=False) + [self.end_id]
@@ -267,13 +278,12 @@ def _batch(encoder: _Encoder, samples: list[CorpusSample]):
         input_ids[i, :len(seq)] = torch.tensor(seq)
         mask[i, :len(seq)] = 1
         labels[i, len(p_ids):len(seq)] = torch.tensor(a_ids)  # loss on the assistant turn only
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels,
-            "pixel_values": torch.cat([x["pixel_values"] for _, _, x in parts]),
-            "image_grid_thw": torch.cat([x["image_grid_thw"] for _, _, x in parts])}
+    images = {k: torch.cat([x[k] for _, _, x in parts]) for k in parts[0][2]}  # pixel_values (+ image_grid_thw)
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels, **images}
 
 
 def pretrain(model, processor, spec: TinyPretrainSpec, seed: int, world: SynthSpec | None = None,
-             log: Callable[[str], None] = print) -> list[float]:
+             log: Callable[[str], None] = print, box_frame: CoordFrame = CoordFrame.QWEN_RESIZED) -> list[float]:
     """Teacher-forced SFT on the corpus; returns the loss of every step. Deterministic for a seed
     and a thread count."""
     import torch
@@ -295,7 +305,8 @@ def pretrain(model, processor, spec: TinyPretrainSpec, seed: int, world: SynthSp
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         max_objects = 1 if step < single_steps else MAX_OBJECTS
-        batch = _batch(encoder, [corpus_sample(rng, world, max_objects) for _ in range(spec.batch_size)])
+        batch = _batch(encoder, [corpus_sample(rng, world, max_objects, box_frame=box_frame)
+                                 for _ in range(spec.batch_size)])
         loss = model(**batch, use_cache=False).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -321,13 +332,13 @@ def _generate(model, encoder: _Encoder, s: CorpusSample, max_new_tokens: int) ->
     ids, pix = encoder.prompt(s)
     with torch.no_grad():
         out = model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                             pixel_values=pix["pixel_values"], image_grid_thw=pix["image_grid_thw"],
-                             max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=encoder.tok.pad_token_id,
+                             **pix, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=encoder.tok.pad_token_id,
                              eos_token_id=encoder.end_id)
     return encoder.tok.decode(out[0, len(ids):], skip_special_tokens=True)
 
 
-def probe(model, processor, seed: int, n: int = 48, world: SynthSpec | None = None) -> dict[str, float]:
+def probe(model, processor, seed: int, n: int = 48, world: SynthSpec | None = None,
+          box_frame: CoordFrame = CoordFrame.QWEN_RESIZED) -> dict[str, float]:
     """Greedy decoding on held-out corpus scenes: referring IoU, find-every IoU (union of boxes, as
     GRIT's GIoU), and the accuracy of direct colour, shape, existence, count and side answers."""
     world = world or SynthSpec()
@@ -337,7 +348,7 @@ def probe(model, processor, seed: int, n: int = 48, world: SynthSpec | None = No
     for task, key in ((CorpusTask.WHERE, "where_iou"), (CorpusTask.FIND, "find_iou")):
         scores = []
         for _ in range(n):
-            s = corpus_sample(rng, world, task=task)
+            s = corpus_sample(rng, world, task=task, box_frame=box_frame)
             if not s.target_boxes:
                 continue
             pred = find_boxes(_generate(model, encoder, s, 64))
@@ -347,7 +358,7 @@ def probe(model, processor, seed: int, n: int = 48, world: SynthSpec | None = No
                  CorpusTask.SIDE):
         right = 0
         for _ in range(n):
-            s = corpus_sample(rng, world, task=task)
+            s = corpus_sample(rng, world, task=task, box_frame=box_frame)
             direct = CorpusSample(s.image, s.objects, task, PromptTemplate.DIRECT, s.question, s.short_answer,
                                   s.target_boxes, s.short_answer)
             right += _generate(model, encoder, direct, 8).strip() == s.short_answer

@@ -9,9 +9,9 @@ from typing import Any
 
 from grit_ray.config import GritConfig
 from grit_ray.data.rows import Row
-from grit_ray.grit.grounding import FrameSpec
 from grit_ray.grit.metrics import completion_giou, mean_or_none
 from grit_ray.judge.scoring import ScoredCompletion
+from grit_ray.models import box_frame_spec
 from grit_ray.trainer.step import check_weights_version, reward_item, reward_metrics
 from grit_ray.workers.reward import RewardPool
 from grit_ray.workers.rollout import PromptRequest, RolloutPool, SampledCompletion
@@ -38,7 +38,7 @@ def evaluate(cfg: GritConfig, rollout: RolloutPool, rewards: RewardPool, rows: l
     started = time.perf_counter()
     samples, scored = greedy_scored(cfg, rollout, rewards, rows, weights_version)
     out = reward_metrics(scored, prefix="eval/")
-    frame = FrameSpec(cfg.reward.coord_frame, cfg.model.min_pixels, cfg.model.max_pixels)
+    frame = box_frame_spec(cfg)
     giou = [completion_giou(s.completion.text, row.bboxs, row.width, row.height, frame) if row.bboxs else None
             for s, row in zip(samples, rows)]
     by_dataset: dict[str, list[int]] = defaultdict(list)

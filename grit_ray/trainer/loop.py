@@ -196,7 +196,7 @@ def train(cfg: GritConfig, run_dir: Path, resume: bool = False, stop_after: int 
     if resume and ckpt is None:
         _say(f"no complete checkpoint in {run_dir / CHECKPOINTS}: starting from step 0")
     trainer = Trainer(cfg, run_dir)
-    model_path = ensure_model(cfg.model.path, cfg.model.tiny, log=_say)
+    model_path = ensure_model(cfg.model.path, cfg.model.tiny, log=_say, family=cfg.model.family)
     with ray_session(cfg.resources.ray_address), ExitStack() as closing:
         trainer.build(model_path)
         if ckpt is not None:

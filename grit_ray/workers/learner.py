@@ -127,7 +127,7 @@ class PolicyLearner:
                 self.reference = ref.to(self.device)
 
         processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code)
-        self.encoder = adapter.prompt_encoder(processor, cfg.model.min_pixels, cfg.model.max_pixels)
+        self.encoder = adapter.prompt_encoder(processor, cfg.model)
         self.pad_id = processor.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = processor.tokenizer.eos_token_id

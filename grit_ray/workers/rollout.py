@@ -26,7 +26,7 @@ import torch
 from grit_ray.config import GritConfig, RolloutBackend
 from grit_ray.data.rows import DataError, Row
 from grit_ray.grit.prompts import chat_messages
-from grit_ray.models import adapter_for
+from grit_ray.models import adapter_for, max_prompt_tokens
 from grit_ray.workers.faults import FaultLog, Incarnations, wait_until_alive
 from grit_ray.workers.hardware import apply_env, gloo_env, limit_threads, resolve_device, resolve_dtype, vllm_env
 
@@ -110,7 +110,7 @@ class Generator(abc.ABC):
         processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=cfg.model.trust_remote_code)
         self.tokenizer = processor.tokenizer
         self.adapter = adapter_for(cfg.model.family)
-        self.encoder = self.adapter.prompt_encoder(processor, cfg.model.min_pixels, cfg.model.max_pixels)
+        self.encoder = self.adapter.prompt_encoder(processor, cfg.model)
         self.forbidden = self.adapter.forbidden_tokens(self.tokenizer)
         self.forbidden_ids = self.adapter.forbidden_token_ids(self.tokenizer)
         # log-probs on the scale the learner uses (see docs/algorithm.md, "Temperature")
@@ -119,10 +119,11 @@ class Generator(abc.ABC):
     def check_length(self, n_tokens: int, row: Row) -> None:
         """A prompt (image tokens included) over ``prompt.max_prompt_tokens`` is an error naming the
         row: truncating it would cut image tokens or the question (a bug of peers' VLM trainers)."""
-        limit = self.cfg.prompt.max_prompt_tokens
+        limit = max_prompt_tokens(self.cfg)
         if n_tokens > limit:
             raise DataError(f"{row.where}: the prompt is {n_tokens} tokens with its image, over "
-                            f"prompt.max_prompt_tokens={limit} (lower model.max_pixels or raise the limit)")
+                            f"prompt.max_prompt_tokens={limit} (lower the image's limit, model.max_pixels or "
+                            "model.max_tiles, or raise prompt.max_prompt_tokens)")
 
     def prompt_text(self, question: str) -> str:
         return self.tokenizer.apply_chat_template(chat_messages(question, self.cfg.prompt.template), tokenize=False,
@@ -161,7 +162,7 @@ class VLLMGenerator(Generator):
             enforce_eager=ro.enforce_eager,
             max_model_len=ro.max_model_len,
             limit_mm_per_prompt={"image": 1},
-            mm_processor_kwargs=self.adapter.engine_mm_kwargs(cfg.model.min_pixels, cfg.model.max_pixels),
+            mm_processor_kwargs=self.adapter.engine_mm_kwargs(cfg.model),
             seed=ro.seed,
             trust_remote_code=cfg.model.trust_remote_code,
             logprobs_mode="processed_logprobs" if self.tempered_logprobs else "raw_logprobs",

@@ -13,12 +13,13 @@ import torch
 from grit_ray.algo.experience import TrainSample, assign_advantages, collate, completion_logprobs, totals_of
 from grit_ray.algo.grpo import LossSettings, policy_loss
 from grit_ray.config import DataSource, SynthSpec, load_config
-from grit_ray.config import ModelFamily
+from grit_ray.config import ModelConfig, ModelFamily
 from grit_ray.data.rows import RowStream
 from grit_ray.data.synth import write_synth
 from grit_ray.grit.prompts import chat_messages
 from grit_ray.models import adapter_for
 from grit_ray.testing.hooks import InspectableLearnerGroup
+from tests.families import FAMILIES, model_dir_of
 
 pytestmark = pytest.mark.ray
 
@@ -73,7 +74,7 @@ def _surrogate(model_dir, weights, samples, old_logp):
     model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
     model.load_state_dict(weights)
     proc = AutoProcessor.from_pretrained(model_dir)
-    batch = collate(samples, adapter_for(ModelFamily.QWEN2_5_VL).prompt_encoder(proc, 3136, 12544), proc.tokenizer.pad_token_id)
+    batch = collate(samples, adapter_for(ModelFamily.QWEN2_5_VL).prompt_encoder(proc, ModelConfig(min_pixels=3136, max_pixels=12544)), proc.tokenizer.pad_token_id)
     with torch.no_grad():
         logp = completion_logprobs(model, batch, 0.9)
     old = logp if old_logp is None else old_logp
@@ -101,10 +102,12 @@ def test_loss_decreases_on_a_fixed_batch_zero2_without_reference(tiny_model_dir,
     assert all(m["grad_norm"] > 0 for m in metrics)
 
 
+@FAMILIES
 @pytest.mark.parametrize("stage", [2, 3])
-def test_two_actors_equal_one_actor_with_the_whole_batch(tiny_model_dir, data_dir, stage):
-    cfg1 = _cfg(**{"learner.zero_stage": stage, "learner.num_actors": 1})
-    cfg2 = _cfg(**{"learner.zero_stage": stage, "learner.num_actors": 2})
+def test_two_actors_equal_one_actor_with_the_whole_batch(request, family, data_dir, stage):
+    tiny_model_dir = model_dir_of(request, family)
+    cfg1 = _cfg(**{"learner.zero_stage": stage, "learner.num_actors": 1, "model.family": family.value})
+    cfg2 = _cfg(**{"learner.zero_stage": stage, "learner.num_actors": 2, "model.family": family.value})
     samples = _batch(tiny_model_dir, data_dir, 1, cfg1)
     weights, metrics = [], []
     for cfg in (cfg1, cfg2):
@@ -242,20 +245,26 @@ def test_frozen_vision_tower_stays_put_and_is_left_out_of_the_sync_plan(tiny_mod
     assert not all(torch.equal(after[n], initial[n]) for n in names(trainable))
 
 
-def test_a_group_shares_one_vision_pass_with_the_same_logprobs_and_gradients(tiny_model_dir, data_dir):
+@FAMILIES
+def test_a_group_shares_one_vision_pass_with_the_same_logprobs_and_gradients(request, family, data_dir):
     """The adapter runs the vision tower once per distinct image of a micro-batch (a group's
     completions share theirs); log-probs and gradients equal one vision pass per row."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    cfg = _cfg()
+    tiny_model_dir = model_dir_of(request, family)
+    cfg = _cfg(**{"model.family": family.value})
     samples = _batch(tiny_model_dir, data_dir, 0, cfg)[:8]  # two groups of four
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
     proc = AutoProcessor.from_pretrained(tiny_model_dir)
-    adapter = adapter_for(ModelFamily.QWEN2_5_VL)
-    batch = collate(samples, adapter.prompt_encoder(proc, 3136, 12544), proc.tokenizer.pad_token_id)
+    adapter = adapter_for(family)
+    batch = collate(samples, adapter.prompt_encoder(proc, cfg.model), proc.tokenizer.pad_token_id)
     assert batch.image_of_row == [0, 0, 0, 0, 4, 4, 4, 4]
-    calls = []
-    model.model.visual.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    calls = []  # patches (Qwen) or tiles (InternVL) through the vision tower, per call
+
+    def count(module, args, kwargs, out):
+        calls.append((args[0] if args else kwargs["pixel_values"]).shape[0])
+
+    adapter.vision_tower(model).register_forward_hook(count, with_kwargs=True)
     results = []
     for shared in (None, adapter):
         model.zero_grad()
@@ -266,6 +275,6 @@ def test_a_group_shares_one_vision_pass_with_the_same_logprobs_and_gradients(tin
     patches = batch.image_inputs["pixel_values"].shape[0]
     assert calls == [patches, patches // 4]  # eight images' patches, then the two distinct ones
     torch.testing.assert_close(once, per_row, rtol=0, atol=1e-6)
-    assert grads_once.keys() == grads_rows.keys() and any("visual" in n for n in grads_once)
+    assert grads_once.keys() == grads_rows.keys() and any(adapter.vision_tower_names[0] in n for n in grads_once)
     for name, g in grads_rows.items():
         torch.testing.assert_close(grads_once[name], g, rtol=1e-4, atol=1e-6, msg=name)

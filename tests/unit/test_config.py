@@ -63,7 +63,7 @@ def test_cross_field_checks():
     with pytest.raises(ConfigError, match="min_pixels .* exceeds max_pixels"):
         load_config(overrides=["model.min_pixels=40000"])  # the default max_pixels is 28224
     with pytest.raises(ConfigError, match="InternVL3 writes norm1000"):
-        load_config(overrides=["model.family=internvl3"])
+        load_config(overrides=["model.family=internvl3", "reward.coord_frame=qwen-resized"])
     with pytest.raises(ConfigError, match="model.dtype: float16 is not supported: the learner has no loss scaling"):
         load_config(overrides=["model.dtype=float16"])
 

@@ -63,7 +63,7 @@ def test_an_upward_import_is_caught(tmp_path):
     assert len(bad) == 1 and "data may not import workers" in bad[0]
 
 
-@pytest.mark.parametrize("family_token", ["<|image_pad|>", "<|vision_start|>", "<|im_start|>"])
+@pytest.mark.parametrize("family_token", ["<|image_pad|>", "<|vision_start|>", "<|im_start|>", "<IMG_CONTEXT>", "<img>"])
 def test_only_models_name_a_family_token(family_token):
     outside = [p for p in PACKAGE.rglob("*.py") if "models" not in p.relative_to(PACKAGE).parts
                and family_token in p.read_text()]

@@ -17,7 +17,7 @@ from PIL import Image
 from grit_ray.algo.experience import TrainSample, collate, completion_logprobs
 from grit_ray.algo.grpo import BatchTotals, LossSettings, policy_loss
 from grit_ray.config import LossAggregation
-from grit_ray.config import ModelFamily
+from grit_ray.config import ModelConfig, ModelFamily
 from grit_ray.grit.prompts import chat_messages
 from grit_ray.models import adapter_for
 
@@ -51,7 +51,7 @@ def setup(tiny_model_dir, tmp_path_factory):
         samples.append(TrainSample(prompt(questions[i // 2]), images[i // 2],
                                    torch.randint(10, 400, (n,), generator=g).tolist(),
                                    advantage=float(torch.randn(1, generator=g)), group_id=i // 2))
-    batch = collate(samples, adapter_for(ModelFamily.QWEN2_5_VL).prompt_encoder(proc, 3136, 12544), proc.tokenizer.pad_token_id)
+    batch = collate(samples, adapter_for(ModelFamily.QWEN2_5_VL).prompt_encoder(proc, ModelConfig(min_pixels=3136, max_pixels=12544)), proc.tokenizer.pad_token_id)
 
     def trainer_for(loss_type: str, beta: float, eps_high: float = 0.2, kl_ratio_correction: bool = False):
         args = GRPOConfig(use_bias_correction_kl=kl_ratio_correction,output_dir=str(tmp_path_factory.mktemp("trl")), per_device_train_batch_size=4,

@@ -86,3 +86,24 @@ def test_plots_render_from_a_metrics_file(tmp_path):
         assert img.size == (900, 420) and len(set(img.convert("RGB").getdata())) > 3
     with pytest.raises(FileNotFoundError, match="no metrics"):
         plot_run(Path(tmp_path / "nowhere"))
+
+
+def test_an_internvl_norm1000_box_is_drawn_at_the_pixels_it_means(synth_jsonl, tmp_path):
+    """InternVL3 writes boxes in 0-1000 of the image: the report maps them to the image's pixels,
+    so the ground-truth box written in norm1000 lands exactly on the dashed ground truth."""
+    import re
+
+    row = _rows(synth_jsonl, n=1)[0]
+    x1, y1, x2, y2 = row.bboxs[0]
+    w, h = row.width, row.height
+    norm = [round(x1 * 1000 / w), round(y1 * 1000 / h), round(x2 * 1000 / w), round(y2 * 1000 / h)]
+    completion = f"<think> {{\"bbox_2d\": {norm}}} </think> <rethink> ok </rethink> <answer> {row.answer} </answer>"
+    result = {**row.to_json(), "completion": completion, "reward": 2.0, "giou": 1.0, "judge": {"status": "ok", "score": 1.0}}
+    doc = write_report([result], [row], FrameSpec(CoordFrame.NORM1000), tmp_path / "report.html").read_text()
+    pred = re.search(r'<rect class="pred" x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)"', doc)
+    px, py, pw, ph = (float(v) for v in pred.groups())
+    tolerance = max(w, h) / 1000 + 0.1  # one norm1000 unit of rounding, and the report's one decimal
+    assert abs(px - x1) <= tolerance and abs(py - y1) <= tolerance
+    assert abs(px + pw - x2) <= tolerance and abs(py + ph - y2) <= tolerance
+    assert norm != [int(v) for v in row.bboxs[0]]  # the frames differ: drawing the raw numbers would miss
+    assert "frame: norm1000" in doc

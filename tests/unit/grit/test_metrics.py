@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from grit_ray.config import CoordFrame
 from grit_ray.grit.grounding import FrameSpec, qwen_resized_size, to_original
 from grit_ray.grit.metrics import completion_giou, normalise_box, union_area, union_iou
-from grit_ray.models.tiny import TINY_MAX_PIXELS, TINY_MIN_PIXELS
+from grit_ray.models.qwen2_5_vl import TINY_MAX_PIXELS, TINY_MIN_PIXELS
 
 ORIG = FrameSpec(CoordFrame.ORIGINAL)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import random
 import re
 
-from grit_ray.config import PromptTemplate, SynthSpec, TinyModelSpec
+from grit_ray.config import CoordFrame, ModelFamily, PromptTemplate, SynthSpec, TinyModelSpec
 from grit_ray.data.synth import synth_rows
 from grit_ray.models.tiny import cached_tiny_model
-from grit_ray.models.tiny_pretrain import GRIT_FORMAT_TASKS, CorpusTask, corpus_sample
+from grit_ray.models.tiny_pretrain import GRIT_FORMAT_TASKS, CorpusTask, corpus_sample, in_frame
 
 # the wording of GRIT's synthetic training and evaluation questions (grit_ray.data.synth)
 SYNTH_QUESTION = re.compile(r"^(Is the \w+ \w+ (left of|right of|above|below) the \w+ \w+\?"
@@ -59,6 +59,22 @@ def test_corpus_boxes_are_the_objects_in_the_picture():
             assert s.answer == f"[{box[0]}, {box[1]}, {box[2]}, {box[3]}]"
 
 
+def test_the_internvl_corpus_writes_the_same_scenes_in_norm1000():
+    """The InternVL3 base model learns boxes in its own frame: the same draws, every box scaled to
+    0-1000 of its image (the relations, counts and words are unchanged)."""
+    rng_a, rng_b = random.Random(4), random.Random(4)
+    for _ in range(300):
+        a = corpus_sample(rng_a, SynthSpec())
+        b = corpus_sample(rng_b, SynthSpec(), box_frame=CoordFrame.NORM1000)
+        assert (a.task, a.question, a.objects) == (b.task, b.question, b.objects)
+        w, h = a.image.size
+        assert b.target_boxes == [in_frame(box, w, h, CoordFrame.NORM1000) for box in a.target_boxes]
+        assert all(0 <= v <= 1000 for box in b.target_boxes for v in box)
+        if a.task is CorpusTask.WHERE:
+            (box,) = b.target_boxes
+            assert b.answer == f"[{box[0]}, {box[1]}, {box[2]}, {box[3]}]" != a.answer
+
+
 def test_the_cache_builds_once_per_spec(tmp_path, monkeypatch):
     monkeypatch.setenv("GRIT_RAY_CACHE", str(tmp_path))
     messages: list[str] = []
@@ -69,3 +85,5 @@ def test_the_cache_builds_once_per_spec(tmp_path, monkeypatch):
     assert first == again != other and first.parent == tmp_path / "models"
     assert len([m for m in messages if m.startswith("building")]) == 2
     assert not list((tmp_path / "models").glob(".building-*"))
+    internvl = cached_tiny_model(spec, log=messages.append, family=ModelFamily.INTERNVL3)
+    assert internvl != first and internvl.name.startswith("tiny-internvl3-") and first.name.startswith("tiny-qwen2.5-vl-")
