@@ -133,16 +133,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from grit_ray.config import DataSource
     from grit_ray.evaluation.eval import run_eval
-    from grit_ray.models import checkpoint_family, family_problem
-    from grit_ray.models.tiny import model_path_problem
+    from grit_ray.models import checkpoint_family, checkpoint_problem
 
-    if (problem := model_path_problem(args.model)) is not None:
-        print(f"grit-ray: --model {args.model}: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    # the checkpoint's own family, unless the command line names one (then a mismatch is refused)
-    family = checkpoint_family(args.model)
-    named = any(o.split("=", 1)[0].strip() == "model.family" for o in args.overrides)
-    overrides = list(args.overrides) + ([f"model.family={family.value}"] if family and not named else [])
+    overrides = list(args.overrides)
+    # without --config or a model.family override, the checkpoint says which family it is
+    named = args.config is not None or any(o.split("=", 1)[0].strip() == "model.family" for o in overrides)
+    if not named and (family := checkpoint_family(args.model)) is not None:
+        overrides.append(f"model.family={family.value}")
     overrides += [f"model.path={args.model}", f"prompt.template={args.prompt}", f"reward.judge.kind={args.judge}",
                   f"rollout.num_workers={args.workers}"]
     if args.judge_base_url:
@@ -150,7 +147,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.judge_model:
         overrides.append(f"reward.judge.model={args.judge_model}")
     cfg = load_config(args.config, overrides)
-    if (problem := family_problem(args.model, cfg.model.family)) is not None:
+    if (problem := checkpoint_problem(args.model, cfg.model.family)) is not None:
         print(f"grit-ray: --model {args.model}: {problem}", file=sys.stderr)
         return EXIT_USAGE
     data = [DataSource(path=p, images=args.images) for p in args.data.split(",") if p]

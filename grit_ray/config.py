@@ -13,7 +13,7 @@ import enum
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -113,7 +113,7 @@ class ModelConfig(Section):
     )
 
     @model_validator(mode="after")
-    def _pixels_ordered(self) -> ModelConfig:
+    def _image_limits_consistent(self) -> ModelConfig:
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels ({self.min_pixels}) exceeds max_pixels ({self.max_pixels})")
         if self.max_tiles is not None and self.family is not ModelFamily.INTERNVL3:
@@ -673,6 +673,9 @@ def save_resolved_config(cfg: GritConfig, run_dir: Path) -> Path:
 def _type_label(annotation: Any) -> str:
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return " \\| ".join(f"`{m.value}`" for m in annotation)
+    args = get_args(annotation)
+    if type(None) in args and len(args) == 2:  # an optional field: its values, then null
+        return _type_label(next(a for a in args if a is not type(None))) + " \\| `null`"
     text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
     text = text or str(annotation).replace("typing.", "").replace("grit_ray.config.", "")
     return f"`{text}`".replace("|", "\\|")

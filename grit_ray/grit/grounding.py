@@ -116,6 +116,18 @@ class FrameSpec:
     max_pixels: int = 256 * 28 * 28
 
 
+def from_original(box: Box, width: int, height: int, spec: FrameSpec) -> Box:
+    """Map a box from original-image pixels to the model's frame (the inverse of ``to_original``)."""
+    if spec.frame is CoordFrame.ORIGINAL:
+        return box
+    if spec.frame is CoordFrame.NORM1000:
+        fw, fh = 1000, 1000
+    else:
+        fw, fh = qwen_resized_size(width, height, spec.min_pixels, spec.max_pixels)
+    x1, y1, x2, y2 = box
+    return (x1 * fw / width, y1 * fh / height, x2 * fw / width, y2 * fh / height)
+
+
 def to_original(box: Box, width: int, height: int, spec: FrameSpec) -> Box:
     """Map a box from the model's frame to original-image pixels."""
     x1, y1, x2, y2 = box

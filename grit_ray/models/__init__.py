@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from grit_ray.config import ModelFamily
 from grit_ray.grit.grounding import FrameSpec
 from grit_ray.models.family import ModelAdapter
+from grit_ray.models.files import model_path_problem
 from grit_ray.models.internvl3 import InternVL3Adapter
 from grit_ray.models.qwen2_5_vl import Qwen25VLAdapter
 
@@ -41,10 +42,6 @@ def max_prompt_tokens(cfg: GritConfig) -> int:
     return cfg.prompt.max_prompt_tokens or adapter_for(cfg.model.family).max_prompt_tokens
 
 
-REMOTE_CODE_MODEL_TYPES = {"internvl_chat": "InternVL's original remote-code format; use its Hugging Face format "
-                                            "(the -hf checkpoint, e.g. OpenGVLab/InternVL3-2B-hf; docs/reproduce.md)"}
-
-
 def _model_type(path: str) -> str | None:
     """``model_type`` of a local checkpoint's config.json; None for a hub id or a directory without one."""
     config = Path(path).expanduser() / "config.json"
@@ -58,11 +55,16 @@ def checkpoint_family(path: str) -> ModelFamily | None:
     return next((f for f, a in _ADAPTERS.items() if model_type in a.model_types), None)
 
 
-def family_problem(path: str, family: ModelFamily) -> str | None:
-    """Why the local checkpoint at ``path`` cannot be run as ``family``, or None."""
+def checkpoint_problem(path: str, family: ModelFamily) -> str | None:
+    """Why the policy at ``path`` cannot run as ``family``, or None: no such directory, not a model
+    directory, a format grit-ray cannot load, or another family's checkpoint. A hub id is left to
+    the loader (a cluster node may fetch it)."""
+    if (problem := model_path_problem(path)) is not None:
+        return problem
     model_type = _model_type(path)
-    if model_type in REMOTE_CODE_MODEL_TYPES:
-        return f"model_type {model_type!r} is {REMOTE_CODE_MODEL_TYPES[model_type]}"
+    for adapter in _ADAPTERS.values():
+        if model_type in adapter.unsupported_model_types:
+            return f"model_type {model_type!r} is {adapter.unsupported_model_types[model_type]}"
     found = checkpoint_family(path)
     if found is not None and found is not family:
         return (f"the checkpoint is {found.value} (config.json model_type {model_type!r}), but model.family is "

@@ -14,6 +14,9 @@ from typing import Any, ClassVar
 
 from grit_ray.config import CoordFrame, ModelConfig, ModelFamily, TinyModelSpec
 
+PIXEL_NUMBER_TOKENS = 400  # "0" .. "399": every pixel coordinate of the synthetic world's images (and more)
+NORM1000_NUMBER_TOKENS = 1001  # "0" .. "1000"
+
 
 class PromptEncoder:
     """Prompt text + image -> processor tensors, with the configured pixel limits, the same way on
@@ -79,6 +82,8 @@ class ModelAdapter(abc.ABC):
     box_frame: ClassVar[CoordFrame]  # the frame the family writes boxes in (reward.coord_frame: null)
     max_prompt_tokens: ClassVar[int]  # GRIT's prompt limit, image tokens included (prompt.max_prompt_tokens: null)
     model_types: ClassVar[tuple[str, ...]]  # config.json "model_type" of the family's checkpoints
+    # model types of the family's formats grit-ray cannot load -> what to use instead
+    unsupported_model_types: ClassVar[dict[str, str]] = {}
 
     def forbidden_tokens(self, tokenizer) -> list[str]:
         """The placeholder tokens this tokenizer actually has. A policy that samples one produces
@@ -145,4 +150,4 @@ class ModelAdapter(abc.ABC):
     def tiny_number_tokens(self) -> int:
         """Whole numbers that are one token each: every coordinate the family writes for the
         synthetic world's images (up to 399 px; 0-1000 in the norm1000 frame)."""
-        return 1001 if self.box_frame is CoordFrame.NORM1000 else 400
+        return NORM1000_NUMBER_TOKENS if self.box_frame is CoordFrame.NORM1000 else PIXEL_NUMBER_TOKENS

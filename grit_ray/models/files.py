@@ -37,3 +37,14 @@ def copy_side_files(model_path: str, dest: Path) -> list[str]:
             shutil.copy2(f, dest / name)  # follows the hub cache's symlinks to the blobs
             copied.append(name)
     return copied
+
+
+def model_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be a model, or None. Names that do not look like paths are hub model ids
+    and are left to the loader (a cluster node may fetch them)."""
+    local = Path(path).expanduser()
+    if not local.exists():
+        return "no such model directory" if path.startswith(("/", ".", "~")) else None
+    if not (local / "config.json").exists():
+        return "not an HF model directory (no config.json)"
+    return None

@@ -30,6 +30,7 @@ TINY_NAMED_TOKENS = {"start_image_token": IMAGE_START, "end_image_token": IMAGE_
 TINY_TILE = 168  # px: the synthetic world's largest image in one tile; 12x12 patches of 14 -> 6x6 = 36 features
 TINY_PATCH = 14
 TINY_DOWNSAMPLE = 0.5  # pixel shuffle: 2x2 patches -> one feature
+TINY_FEATURES = int((TINY_TILE // TINY_PATCH) ** 2 * TINY_DOWNSAMPLE ** 2)  # per tile: 36
 
 
 def collapse_image_spans(token_ids: list[int], start_id: int, end_id: int, context_id: int) -> list[int]:
@@ -56,7 +57,9 @@ class InternVL3Adapter(ModelAdapter):
     vision_tower_names = ("vision_tower",)
     box_frame = CoordFrame.NORM1000
     max_prompt_tokens = 1500  # GRIT's limit for InternVL3 (tiles make prompts long)
-    model_types = ("internvl",)  # the -hf format; the remote-code format is "internvl_chat" (not loadable here)
+    model_types = ("internvl",)  # the Hugging Face (-hf) format
+    unsupported_model_types = {"internvl_chat": "InternVL's original remote-code format; use its Hugging Face format "
+                                                "(the -hf checkpoint, e.g. OpenGVLab/InternVL3-2B-hf; docs/reproduce.md)"}
 
     def processor_kwargs(self, model: ModelConfig) -> dict[str, Any]:
         """Tiling: ``model.max_tiles`` tiles at most (a thumbnail is added when there are several);
@@ -103,9 +106,8 @@ class InternVL3Adapter(ModelAdapter):
         from transformers import InternVLConfig
 
         hidden = spec.hidden_size
-        features = (TINY_TILE // TINY_PATCH) ** 2 * TINY_DOWNSAMPLE ** 2
         vision = dict(
-            hidden_size=hidden, num_hidden_layers=spec.vision_depth, num_attention_heads=max(1, hidden // 32),
+            hidden_size=hidden, num_hidden_layers=spec.vision_depth, num_attention_heads=text["num_attention_heads"],
             intermediate_size=2 * hidden, image_size=[TINY_TILE, TINY_TILE], patch_size=[TINY_PATCH, TINY_PATCH],
             use_mean_pooling=True, use_qk_norm=False,
         )
@@ -113,7 +115,7 @@ class InternVL3Adapter(ModelAdapter):
             vision_config=vision,
             text_config={"model_type": "qwen2", **text},
             image_token_id=ids[IMAGE_CONTEXT],
-            image_seq_length=int(features),
+            image_seq_length=TINY_FEATURES,
             downsample_ratio=TINY_DOWNSAMPLE,
             tie_word_embeddings=False,
             architectures=["InternVLForConditionalGeneration"],
@@ -123,10 +125,9 @@ class InternVL3Adapter(ModelAdapter):
         from transformers import GotOcr2ImageProcessor, InternVLProcessor, InternVLVideoProcessor
 
         tile = {"height": TINY_TILE, "width": TINY_TILE}
-        features = int((TINY_TILE // TINY_PATCH) ** 2 * TINY_DOWNSAMPLE ** 2)
         images = GotOcr2ImageProcessor(size=tile, crop_to_patches=False, min_patches=1, max_patches=1)
         return InternVLProcessor(image_processor=images, tokenizer=tokenizer, video_processor=InternVLVideoProcessor(size=tile),
-                                 image_seq_length=features, chat_template=chat_template)
+                                 image_seq_length=TINY_FEATURES, chat_template=chat_template)
 
     def tiny_model_class(self):
         from transformers import InternVLForConditionalGeneration

@@ -31,9 +31,8 @@ import time
 from pathlib import Path
 
 from grit_ray.config import ModelFamily, TinyModelSpec
-from grit_ray.models.family import ModelAdapter
+from grit_ray.models.family import PIXEL_NUMBER_TOKENS, ModelAdapter
 
-NUMBER_TOKENS = 400  # "0" .. "399" are single tokens (coordinates of images up to 399 px); norm1000: up to 1000
 RECIPE_VERSION = 3  # bump when the builder or the corpus changes: cached base models are rebuilt
 
 # A Qwen2-VL style chat template (default system prompt); IMAGE_PART is the family's image placeholder.
@@ -83,7 +82,7 @@ def _build_tokenizer(vocab_size: int, adapter: ModelAdapter):
     tok.decoder = decoders.ByteLevel()
     n_numbers = adapter.tiny_number_tokens  # every coordinate the family writes
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size + max(0, n_numbers - NUMBER_TOKENS),  # room for numbers past 399
+        vocab_size=vocab_size + max(0, n_numbers - PIXEL_NUMBER_TOKENS),  # room for numbers past 399
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -130,7 +129,7 @@ def _build_config(spec: TinyModelSpec, tokenizer, adapter: ModelAdapter):
     return adapter.tiny_config(spec, ids, vocab, text)
 
 
-def init_number_embeddings(model, tokenizer, n_numbers: int = NUMBER_TOKENS) -> None:
+def init_number_embeddings(model, tokenizer, n_numbers: int = PIXEL_NUMBER_TOKENS) -> None:
     """Rows of the input embedding and the LM head for the tokens "0" .. str(K - 1): sinusoids of
     the number (periods 2 to 2K, scaled to the random rows' spread), so that nearby coordinates
     start close together and a coordinate can be read out as a smooth function of a position feature."""
@@ -221,17 +220,6 @@ def directory_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def model_path_problem(path: str) -> str | None:
-    """Why ``path`` cannot be a model, or None. Names that do not look like paths are hub model ids
-    and are left to the loader (a cluster node may fetch them)."""
-    local = Path(path).expanduser()
-    if not local.exists():
-        return "no such model directory" if path.startswith(("/", ".", "~")) else None
-    if not (local / "config.json").exists():
-        return "not an HF model directory (no config.json)"
-    return None
-
-
 def cache_root() -> Path:
     """Where built base models are kept: $GRIT_RAY_CACHE, else ~/.cache/grit-ray."""
     return Path(os.environ.get("GRIT_RAY_CACHE") or Path.home() / ".cache" / "grit-ray")
@@ -270,9 +258,9 @@ def cached_tiny_model(spec: TinyModelSpec, log=print, family: ModelFamily = Mode
 def ensure_model(path: str | None, spec: TinyModelSpec, log=print, family: ModelFamily = ModelFamily.QWEN2_5_VL) -> str:
     """The policy's directory: ``path`` as given, or the tiny model of ``family`` for ``spec`` from the cache."""
     if path is not None:
-        from grit_ray.models import family_problem
+        from grit_ray.models import checkpoint_problem
 
-        if (problem := model_path_problem(path) or family_problem(path, family)) is not None:
+        if (problem := checkpoint_problem(path, family)) is not None:
             from grit_ray.config import ConfigError
 
             raise ConfigError([f"model.path: {path}: {problem}"])

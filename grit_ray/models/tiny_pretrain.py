@@ -31,7 +31,7 @@ from PIL import Image
 
 from grit_ray.config import CoordFrame, PromptTemplate, SynthSpec, TinyPretrainSpec
 from grit_ray.data.synth import COLOURS, RELATIONS, SHAPES, Obj, image_side, random_kinds, render, scatter, unique_by
-from grit_ray.grit.grounding import find_boxes
+from grit_ray.grit.grounding import FrameSpec, find_boxes, from_original
 from grit_ray.grit.metrics import union_iou
 from grit_ray.grit.prompts import user_text
 from grit_ray.models.family import PromptEncoder
@@ -202,12 +202,10 @@ def _count_scene(rng: random.Random, w: int, h: int, max_objects: int, scale: fl
 
 
 def in_frame(box: tuple[int, int, int, int], w: int, h: int, frame: CoordFrame) -> tuple[int, int, int, int]:
-    """A pixel box of a w x h corpus image as the family writes it. The synthetic world's sides are
-    multiples of 28 within Qwen's pixel limits, so its resized frame is the pixel frame."""
-    if frame is not CoordFrame.NORM1000:
-        return box
-    x1, y1, x2, y2 = box
-    return (round(x1 * 1000 / w), round(y1 * 1000 / h), round(x2 * 1000 / w), round(y2 * 1000 / h))
+    """A pixel box of a w x h corpus image as the family writes it, in whole numbers. The synthetic
+    world's sides are multiples of 28 within Qwen's pixel limits, so its resized frame is the pixel
+    frame."""
+    return tuple(round(v) for v in from_original(box, w, h, FrameSpec(frame)))
 
 
 def corpus_sample(rng: random.Random, world: SynthSpec, max_objects: int = MAX_OBJECTS,
@@ -222,7 +220,8 @@ def corpus_sample(rng: random.Random, world: SynthSpec, max_objects: int = MAX_O
                 asked = replace(asked, targets=[in_frame(b, w, h, box_frame) for b in asked.targets])
         else:
             objs = scatter(rng, w, h, random_kinds(rng, rng.randint(1, max_objects)), world.object_scale)
-            # asked about the boxes in the family's frame (the relations hold in either: scaling keeps order)
+            # asked about the boxes in the family's frame (the relations hold in either: scaling keeps
+            # order; listings are read in bands of 20 frame units, so their order may differ by frame)
             asked = _ask(rng, [replace(o, box=in_frame(o.box, w, h, box_frame)) for o in objs], kind)
         if objs and asked is not None:
             break

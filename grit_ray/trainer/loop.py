@@ -195,8 +195,8 @@ def train(cfg: GritConfig, run_dir: Path, resume: bool = False, stop_after: int 
     ckpt = latest_checkpoint(run_dir) if resume else None
     if resume and ckpt is None:
         _say(f"no complete checkpoint in {run_dir / CHECKPOINTS}: starting from step 0")
+    model_path = ensure_model(cfg.model.path, cfg.model.tiny, log=_say, family=cfg.model.family)  # before the run dir
     trainer = Trainer(cfg, run_dir)
-    model_path = ensure_model(cfg.model.path, cfg.model.tiny, log=_say, family=cfg.model.family)
     with ray_session(cfg.resources.ray_address), ExitStack() as closing:
         trainer.build(model_path)
         if ckpt is not None:

@@ -285,7 +285,7 @@ class HFGenerator(Generator):
     def _generate_chunk(self, rows: list[tuple[PromptRequest, int, str]],
                         greedy: bool) -> Iterator[tuple[PromptRequest, int, str, Completion]]:
         """One ``generate`` call over ``rows``, left-padded: every row's completion starts at the
-        padded prompt width P. Qwen2.5-VL's rope positions follow the attention mask."""
+        padded prompt width P (positions follow the attention mask in both families' models)."""
         ro = self.cfg.rollout
         batch = self.encoder.encode_batch([(prompt, req.row.image, req.row.where) for req, _, prompt in rows],
                                           self.pad_id)

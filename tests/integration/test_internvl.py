@@ -43,7 +43,7 @@ def test_train_runs_the_internvl_model_through_every_role(trained):
     assert type(saved).__name__ == "InternVLForConditionalGeneration"
 
 
-def test_eval_reads_the_family_from_the_checkpoint_and_draws_norm1000_boxes(trained, synth_jsonl, tmp_path, capsys):
+def test_eval_reads_the_family_from_the_checkpoint_and_draws_norm1000_boxes(trained, synth_jsonl, tmp_path):
     run, _ = trained
     out = tmp_path / "eval"
     assert main(["eval", "--model", str(run / "final_model"), "--data", str(synth_jsonl), "--images",

@@ -223,9 +223,13 @@ def test_saved_model_loads_in_vllm_and_decodes_like_transformers(saved_zero3, ti
     assert served != greedy(tiny_model_dir)
 
 
-def test_frozen_vision_tower_stays_put_and_is_left_out_of_the_sync_plan(tiny_model_dir, data_dir):
+@FAMILIES
+def test_frozen_vision_tower_stays_put_and_is_left_out_of_the_sync_plan(request, family, data_dir):
+    """The family's vision tower is frozen and never re-sent; the rest trains (InternVL's projector
+    sits beside its tower and trains too)."""
+    tiny_model_dir = model_dir_of(request, family)
     cfg = _cfg(**{"learner.zero_stage": 3, "learner.num_actors": 1, "learner.freeze_vision_tower": True,
-                  "algorithm.kl_beta": 0.0})
+                  "algorithm.kl_beta": 0.0, "model.family": family.value})
     group = InspectableLearnerGroup(cfg, str(tiny_model_dir))
     try:
         every = ray.get(group.actors[0].weight_plan.remote(0.25, False))
@@ -238,11 +242,14 @@ def test_frozen_vision_tower_stays_put_and_is_left_out_of_the_sync_plan(tiny_mod
     def names(plan):
         return {m.name for b in plan for m in b.tensors}
 
-    visual = {n for n in names(every) if n.startswith("model.visual.")}
-    assert visual and names(every) - names(trainable) == visual
+    tower = {n for n in names(every) if n.startswith(f"model.{adapter_for(family).vision_tower_names[0]}.")}
+    assert tower and names(every) - names(trainable) == tower
     initial = _initial(tiny_model_dir)
-    assert all(torch.equal(after[n], initial[n]) for n in visual)
+    assert all(torch.equal(after[n], initial[n]) for n in tower)
     assert not all(torch.equal(after[n], initial[n]) for n in names(trainable))
+    projector = {n for n in names(trainable) if "multi_modal_projector" in n}
+    assert (family is ModelFamily.INTERNVL3) == bool(projector)
+    assert all(not torch.equal(after[n], initial[n]) for n in projector if n.endswith("weight"))
 
 
 @FAMILIES

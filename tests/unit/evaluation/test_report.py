@@ -14,7 +14,7 @@ from PIL import Image
 from grit_ray.config import CoordFrame, DataSource
 from grit_ray.data.rows import RowStream
 from grit_ray.evaluation.report import PALETTE, highlighted_reasoning, write_report
-from grit_ray.grit.grounding import FrameSpec
+from grit_ray.grit.grounding import FrameSpec, from_original
 
 
 def _rows(synth_jsonl, n=3):
@@ -96,7 +96,7 @@ def test_an_internvl_norm1000_box_is_drawn_at_the_pixels_it_means(synth_jsonl, t
     row = _rows(synth_jsonl, n=1)[0]
     x1, y1, x2, y2 = row.bboxs[0]
     w, h = row.width, row.height
-    norm = [round(x1 * 1000 / w), round(y1 * 1000 / h), round(x2 * 1000 / w), round(y2 * 1000 / h)]
+    norm = [round(v) for v in from_original((x1, y1, x2, y2), w, h, FrameSpec(CoordFrame.NORM1000))]
     completion = f"<think> {{\"bbox_2d\": {norm}}} </think> <rethink> ok </rethink> <answer> {row.answer} </answer>"
     result = {**row.to_json(), "completion": completion, "reward": 2.0, "giou": 1.0, "judge": {"status": "ok", "score": 1.0}}
     doc = write_report([result], [row], FrameSpec(CoordFrame.NORM1000), tmp_path / "report.html").read_text()

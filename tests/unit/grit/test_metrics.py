@@ -86,3 +86,13 @@ def test_qwen_resize_matches_the_tiny_processor(tiny_model_dir):
         w, h = rng.randint(40, 400), rng.randint(40, 400)
         grid = proc.image_processor(images=[Image.new("RGB", (w, h))], return_tensors="pt")["image_grid_thw"][0]
         assert qwen_resized_size(w, h, TINY_MIN_PIXELS, TINY_MAX_PIXELS) == (int(grid[2]) * 14, int(grid[1]) * 14)
+
+
+def test_from_original_inverts_to_original_in_every_frame():
+    from grit_ray.grit.grounding import from_original
+
+    box = (10.0, 21.0, 130.0, 77.0)
+    for spec in (ORIG, FrameSpec(CoordFrame.NORM1000), FrameSpec(CoordFrame.QWEN_RESIZED, 3136, 12544)):
+        framed = from_original(box, 150, 90, spec)
+        assert to_original(framed, 150, 90, spec) == pytest.approx(box)
+    assert from_original(box, 200, 100, FrameSpec(CoordFrame.NORM1000)) == (50.0, 210.0, 650.0, 770.0)

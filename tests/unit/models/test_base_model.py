@@ -61,7 +61,8 @@ def test_corpus_boxes_are_the_objects_in_the_picture():
 
 def test_the_internvl_corpus_writes_the_same_scenes_in_norm1000():
     """The InternVL3 base model learns boxes in its own frame: the same draws, every box scaled to
-    0-1000 of its image (the relations, counts and words are unchanged)."""
+    0-1000 of its image (questions, relations and counts unchanged; listings are read in bands of
+    the frame, so their order may differ)."""
     rng_a, rng_b = random.Random(4), random.Random(4)
     for _ in range(300):
         a = corpus_sample(rng_a, SynthSpec())
