@@ -48,11 +48,14 @@ def _model_type(path: str) -> str | None:
     return json.loads(config.read_text()).get("model_type") if config.is_file() else None
 
 
+def _family_of(model_type: str | None) -> ModelFamily | None:
+    return next((f for f, a in _ADAPTERS.items() if model_type in a.model_types), None)
+
+
 def checkpoint_family(path: str) -> ModelFamily | None:
     """The family of a local checkpoint, read from its config.json; None for a hub id, a directory
     without config.json, or a model type no adapter claims."""
-    model_type = _model_type(path)
-    return next((f for f, a in _ADAPTERS.items() if model_type in a.model_types), None)
+    return _family_of(_model_type(path))
 
 
 def checkpoint_problem(path: str, family: ModelFamily) -> str | None:
@@ -65,7 +68,7 @@ def checkpoint_problem(path: str, family: ModelFamily) -> str | None:
     for adapter in _ADAPTERS.values():
         if model_type in adapter.unsupported_model_types:
             return f"model_type {model_type!r} is {adapter.unsupported_model_types[model_type]}"
-    found = checkpoint_family(path)
+    found = _family_of(model_type)
     if found is not None and found is not family:
         return (f"the checkpoint is {found.value} (config.json model_type {model_type!r}), but model.family is "
                 f"{family.value}: set model.family={found.value}")

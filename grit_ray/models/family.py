@@ -114,6 +114,16 @@ class ModelAdapter(abc.ABC):
         ``inputs`` (one vision pass per row)."""
         return inputs
 
+    @staticmethod
+    def with_image_features(inputs: dict[str, Any], features) -> dict[str, Any]:
+        """``inputs`` with the vision tower's output ``features`` in place of the pixels, through
+        transformers' ``mm_encoder_outputs`` (the form ``share_image_features`` returns)."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        out = {k: v for k, v in inputs.items() if k != "pixel_values"}
+        out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=features)}
+        return out
+
     def prompt_encoder(self, processor, model: ModelConfig) -> PromptEncoder:
         return PromptEncoder(processor, self.processor_kwargs(model))
 
@@ -134,7 +144,7 @@ class ModelAdapter(abc.ABC):
     tiny_image_part: ClassVar[str]  # what the chat template writes for an image
 
     @abc.abstractmethod
-    def tiny_config(self, spec: TinyModelSpec, ids: dict[str, int], vocab: int, text: dict[str, Any]):
+    def tiny_config(self, spec: TinyModelSpec, ids: dict[str, int], text: dict[str, Any]):
         """The transformers config: ``text`` holds the text model's settings, ``ids`` the special
         tokens' ids."""
 

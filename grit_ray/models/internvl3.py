@@ -80,8 +80,6 @@ class InternVL3Adapter(ModelAdapter):
         """The vision tower over each distinct image's tiles once; every row then gets its image's
         features through ``mm_encoder_outputs``. A row's tile count is its context tokens divided
         by the features per tile."""
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
-
         module = getattr(model, "module", model)  # a DeepSpeed engine wraps the model
         config = module.config
         per_tile = config.image_seq_length
@@ -91,10 +89,7 @@ class InternVL3Adapter(ModelAdapter):
         features = module.get_image_features(torch.cat([by_row_tiles[r] for r in distinct]),
                                              return_dict=True).pooler_output  # (sum tiles, per_tile, D)
         by_image = dict(zip(distinct, torch.split(features, [tiles[r] for r in distinct])))
-        out = {k: v for k, v in inputs.items() if k != "pixel_values"}
-        pooled = torch.cat([by_image[r] for r in image_of_row])  # (total tiles, per_tile, D), row order
-        out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
-        return out
+        return self.with_image_features(inputs, torch.cat([by_image[r] for r in image_of_row]))  # row order
 
     # -- the tiny offline model (grit_ray/models/tiny.py) ---------------------------------------
 
@@ -102,7 +97,7 @@ class InternVL3Adapter(ModelAdapter):
     tiny_named_tokens = TINY_NAMED_TOKENS
     tiny_image_part = IMAGE_CONTEXT + "\n"  # InternVL's chat template puts the image on its own line
 
-    def tiny_config(self, spec: TinyModelSpec, ids: dict[str, int], vocab: int, text: dict[str, Any]):
+    def tiny_config(self, spec: TinyModelSpec, ids: dict[str, int], text: dict[str, Any]):
         from transformers import InternVLConfig
 
         hidden = spec.hidden_size

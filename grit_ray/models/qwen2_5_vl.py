@@ -54,8 +54,6 @@ class Qwen25VLAdapter(ModelAdapter):
         """The vision tower over each distinct image's patches once; every row then gets its image's
         features through transformers' ``mm_encoder_outputs`` (gradients add up over the rows that
         share them). ``image_grid_thw`` stays per row: the 3-D rope positions are built from it."""
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
-
         grid = inputs["image_grid_thw"]  # (B, 3): one image per row
         patches = torch.split(inputs["pixel_values"], grid.prod(-1).tolist())  # per row
         distinct = sorted(set(image_of_row))
@@ -63,16 +61,14 @@ class Qwen25VLAdapter(ModelAdapter):
         features = module.get_image_features(torch.cat([patches[r] for r in distinct]), grid[distinct],
                                              return_dict=True).pooler_output  # one tensor per distinct image
         by_row = dict(zip(distinct, features))
-        out = {k: v for k, v in inputs.items() if k != "pixel_values"}
-        out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=[by_row[r] for r in image_of_row])}
-        return out
+        return self.with_image_features(inputs, [by_row[r] for r in image_of_row])
 
     # -- the tiny offline model (grit_ray/models/tiny.py) ---------------------------------------
 
     tiny_special_tokens = TINY_SPECIAL_TOKENS
     tiny_image_part = "<|vision_start|><|image_pad|><|vision_end|>"
 
-    def tiny_config(self, spec: TinyModelSpec, ids: dict[str, int], vocab: int, text: dict[str, Any]):
+    def tiny_config(self, spec: TinyModelSpec, ids: dict[str, int], text: dict[str, Any]):
         from transformers import Qwen2_5_VLConfig
 
         hidden = spec.hidden_size

@@ -126,7 +126,7 @@ def _build_config(spec: TinyModelSpec, tokenizer, adapter: ModelAdapter):
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
     )
-    return adapter.tiny_config(spec, ids, vocab, text)
+    return adapter.tiny_config(spec, ids, text)
 
 
 def init_number_embeddings(model, tokenizer, n_numbers: int = PIXEL_NUMBER_TOKENS) -> None:
