@@ -62,10 +62,14 @@ class TinyPretrainSpec(Section):
 
     steps: int = Field(2400, ge=0, description="optimizer steps; 0 leaves the weights random")
     batch_size: int = Field(16, gt=0, description="corpus samples per step")
-    lr: float = Field(5e-4, gt=0.0, description="AdamW peak learning rate (3e-3 collapses onto answer priors)")
+    lr: float = Field(1e-3, gt=0.0, description="AdamW peak learning rate (3e-3 collapses onto answer priors)")
     warmup_steps: int = Field(50, ge=0, description="linear warm-up before the cosine decay")
     single_object_share: float = Field(
-        0.2, ge=0.0, le=1.0, description="first share of the steps on one-object scenes (positions before matching)"
+        0.3, ge=0.0, le=1.0,
+        description="first share of the steps: 'where' about one-object scenes (copying a box before matching names)",
+    )
+    dense_weight: float = Field(
+        1.0, ge=0.0, description="weight of the image-token supervision (what shape is where; 0 turns it off)"
     )
     threads: int = Field(2, gt=0, description="torch threads while pretraining (the same count gives the same bytes)")
 

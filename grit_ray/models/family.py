@@ -156,6 +156,17 @@ class ModelAdapter(abc.ABC):
     def tiny_model_class(self):
         """The transformers class the tiny model is built with."""
 
+    @abc.abstractmethod
+    def image_token_features(self, model):
+        """The module whose output holds the language model's input features of every image token,
+        and a function from that output to a (image tokens of the batch, hidden) tensor in the
+        images' order, each image's tokens row by row (the tiny model's pretraining supervises them)."""
+
+    @abc.abstractmethod
+    def image_token_grids(self, image_inputs: dict[str, Any]) -> list[tuple[int, int]]:
+        """(rows, columns) of image tokens for each image of a processor output, tokens covering
+        the image evenly."""
+
     @property
     def tiny_number_tokens(self) -> int:
         """Whole numbers that are one token each: every coordinate the family writes for the

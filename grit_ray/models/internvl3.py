@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -128,3 +129,11 @@ class InternVL3Adapter(ModelAdapter):
         from transformers import InternVLForConditionalGeneration
 
         return InternVLForConditionalGeneration
+
+    def image_token_features(self, model):
+        # (tiles, features, hidden): the pixel shuffle keeps the patches' row-by-row order
+        return model.model.multi_modal_projector, lambda out: out.reshape(-1, out.shape[-1])
+
+    def image_token_grids(self, image_inputs: dict[str, Any]) -> list[tuple[int, int]]:
+        side = math.isqrt(TINY_FEATURES)  # the tiny processor puts each image in one tile
+        return [(side, side)] * image_inputs["pixel_values"].shape[0]

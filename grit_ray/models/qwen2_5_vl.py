@@ -111,3 +111,10 @@ class Qwen25VLAdapter(ModelAdapter):
         from transformers import Qwen2_5_VLForConditionalGeneration
 
         return Qwen2_5_VLForConditionalGeneration
+
+    def image_token_features(self, model):
+        return model.model.visual, lambda out: out.pooler_output  # merged, back in raster order
+
+    def image_token_grids(self, image_inputs: dict[str, Any]) -> list[tuple[int, int]]:
+        merge = 2  # the tiny model's spatial_merge_size: 2x2 patches -> one image token
+        return [(int(h) // merge, int(w) // merge) for _, h, w in image_inputs["image_grid_thw"].tolist()]

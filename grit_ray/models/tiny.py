@@ -33,7 +33,7 @@ from pathlib import Path
 from grit_ray.config import ModelFamily, TinyModelSpec
 from grit_ray.models.family import PIXEL_NUMBER_TOKENS, ModelAdapter
 
-RECIPE_VERSION = 3  # bump when the builder or the corpus changes: cached base models are rebuilt
+RECIPE_VERSION = 4  # bump when the builder or the corpus changes: cached base models are rebuilt
 
 # A Qwen2-VL style chat template (default system prompt); IMAGE_PART is the family's image placeholder.
 _CHAT_TEMPLATE = r"""{%- for message in messages %}
@@ -129,22 +129,30 @@ def _build_config(spec: TinyModelSpec, tokenizer, adapter: ModelAdapter):
     return adapter.tiny_config(spec, ids, text)
 
 
+def number_sinusoids(values, dim: int, n_numbers: int = PIXEL_NUMBER_TOKENS):
+    """(..., dim) sinusoids of numbers (...): periods 2 to 2K for K number tokens, sines then
+    cosines. The number tokens' initial embeddings, and what pretraining asks image tokens to carry
+    of their object's box."""
+    import torch
+
+    half = dim // 2
+    k = torch.arange(half, dtype=torch.float32)  # (H/2,)
+    period = 2.0 * float(n_numbers) ** (k / max(half - 1, 1))  # (H/2,): 2 .. 2K
+    angle = 2 * math.pi * torch.as_tensor(values, dtype=torch.float32)[..., None] / period  # (..., H/2)
+    return torch.cat([angle.sin(), angle.cos()], dim=-1)
+
+
 def init_number_embeddings(model, tokenizer, n_numbers: int = PIXEL_NUMBER_TOKENS) -> None:
     """Rows of the input embedding and the LM head for the tokens "0" .. str(K - 1): sinusoids of
-    the number (periods 2 to 2K, scaled to the random rows' spread), so that nearby coordinates
-    start close together and a coordinate can be read out as a smooth function of a position feature."""
+    the number (scaled to the random rows' spread), so that nearby coordinates start close together
+    and a coordinate can be read out as a smooth function of a position feature."""
     import torch
 
     vocab = tokenizer.get_vocab()
     ids = [vocab[str(n)] for n in range(n_numbers)]
     with torch.no_grad():
         for weight in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
-            half = weight.shape[1] // 2
-            n = torch.arange(n_numbers, dtype=torch.float32)[:, None]  # (K, 1)
-            k = torch.arange(half, dtype=torch.float32)[None, :]  # (1, H/2)
-            period = 2.0 * float(n_numbers) ** (k / max(half - 1, 1))  # (1, H/2): 2 .. 2K
-            angle = 2 * math.pi * n / period  # (K, H/2)
-            weight[ids] = torch.cat([angle.sin(), angle.cos()], dim=1) * weight.std()
+            weight[ids] = number_sinusoids(torch.arange(n_numbers), weight.shape[1], n_numbers) * weight.std()
 
 
 @contextlib.contextmanager
@@ -185,7 +193,7 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None, log
             from grit_ray.models.tiny_pretrain import pretrain, probe
 
             started = time.perf_counter()
-            losses = pretrain(model, processor, spec.pretrain, spec.seed, log=log, box_frame=adapter.box_frame)
+            losses = pretrain(model, processor, spec.pretrain, spec.seed, adapter, log=log)
             log(f"base model pretrained in {time.perf_counter() - started:.0f}s")
             report = {"final_loss": round(sum(losses[-100:]) / len(losses[-100:]), 4),
                       "probe": {k: round(v, 4) for k, v in

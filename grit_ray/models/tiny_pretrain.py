@@ -12,8 +12,9 @@ training and evaluation questions ("How many circles are there?", "Is the red ci
 blue square?", "What is left of ...?"), and never come with GRIT's format: RL must teach the model
 to answer GRIT's questions with grounded reasoning.
 
-``pretrain`` runs plain teacher-forced SFT on the assistant turn (AdamW, warm-up, cosine decay),
-one-object scenes first so that positions are learnt before matching names to objects;
+``pretrain`` runs teacher-forced SFT on the assistant turn (AdamW, warm-up, cosine decay), "where"
+about one-object scenes first so that copying a box is learnt before matching names to objects,
+with a dense supervision of the image tokens (what shape is where) beside it;
 ``probe`` measures what the result can do on held-out scenes.
 """
 
@@ -34,7 +35,7 @@ from grit_ray.data.synth import COLOURS, RELATIONS, SHAPES, Obj, image_side, ran
 from grit_ray.grit.grounding import FrameSpec, find_boxes, from_original
 from grit_ray.grit.metrics import union_iou
 from grit_ray.grit.prompts import user_text
-from grit_ray.models.family import PromptEncoder
+from grit_ray.models.family import ModelAdapter, PromptEncoder
 
 PRETRAIN_SEED_OFFSET = 7_000_003  # corpus scenes never share a random stream with `grit-ray data synth` seeds
 PROBE_SEED_OFFSET = 9_000_011
@@ -48,7 +49,7 @@ class CorpusTask(str, enum.Enum):
     COLOUR = "colour"  # "What colour is the circle?" -> "red"
     SHAPE = "shape"  # "What shape is the red one?" -> "circle"
     EXISTS = "exists"  # "Is there a red circle?" -> "Yes" / "No"
-    COUNT = "count"  # "Count the red shapes." -> "2"
+    COUNT = "count"  # "Count the red shapes." / "How many red shapes can you see?" -> "2"
     RELATE = "relate"  # "Is the red circle to the left of the blue square?" -> "Yes" / "No"
     SIDE = "side"  # "Which side of the blue square is the red circle on?" -> "left"
     CAPTION = "caption"  # "Describe the image." -> "A red circle and a blue square."
@@ -56,8 +57,11 @@ class CorpusTask(str, enum.Enum):
 
 # sampling weights: grounding dominates (it is what GRIT's GIoU can rise to)
 TASK_WEIGHTS = {CorpusTask.WHERE: 3, CorpusTask.FIND: 2, CorpusTask.LIST: 1, CorpusTask.COLOUR: 1,
-                CorpusTask.SHAPE: 1, CorpusTask.EXISTS: 2, CorpusTask.COUNT: 3, CorpusTask.RELATE: 3,
+                CorpusTask.SHAPE: 1, CorpusTask.EXISTS: 3, CorpusTask.COUNT: 3, CorpusTask.RELATE: 3,
                 CorpusTask.SIDE: 1, CorpusTask.CAPTION: 1}
+# the first phase (spec.single_object_share of the steps): "where" about one-object scenes only, so
+# the text model learns to copy a box out of an image token before it must match names to objects
+FIRST_PHASE_WEIGHTS = {CorpusTask.WHERE: 1}
 MAX_COUNT = 4  # count questions ask for 0..4 targets, uniformly
 GRIT_FORMAT_TASKS = (CorpusTask.COLOUR, CorpusTask.SHAPE, CorpusTask.EXISTS)
 PRESENT_SHARE = 0.8  # find asks mostly about colours and kinds in the picture ("none" is the easy guess)
@@ -67,7 +71,7 @@ RELATION_WORDS = {"left of": "to the left of", "right of": "to the right of", "a
 # which side of b the object a lies on (asked when exactly one holds): synth.RELATIONS by a side's name
 SIDES = {"left": RELATIONS["left of"], "right": RELATIONS["right of"], "above": RELATIONS["above"],
          "below": RELATIONS["below"]}
-GRIT_FORMAT_SHARE = 0.3  # of those kinds' samples, asked with GRIT's prompt and answered in its format
+GRIT_FORMAT_SHARE = 0.5  # of those kinds' samples, asked with GRIT's prompt and answered in its format
 BOXED_THINK_SHARE = 0.5  # of GRIT-format answers, the think names the object's box
 
 
@@ -134,10 +138,13 @@ def _ask(rng: random.Random, objs: list[Obj], task: CorpusTask) -> _Asked | None
         named = unique_by(objs, lambda o: o.name)
         if len(named) < 2:
             return None
-        a, b = rng.sample(named, 2)
-        relation = rng.choice(list(RELATIONS))
-        answer = "Yes" if RELATIONS[relation](a.box, b.box) else "No"
-        return _Asked(f"Is the {a.name} {RELATION_WORDS[relation]} the {b.name}?", answer, [a.box, b.box])
+        # as many "Yes" as "No" where the scene allows: a lopsided share is learnt as the answer
+        asked = [(a, b, rel, RELATIONS[rel](a.box, b.box)) for a in named for b in named if a is not b
+                 for rel in RELATIONS]
+        want = rng.random() < 0.5
+        a, b, relation, holds = rng.choice([q for q in asked if q[3] == want] or asked)
+        return _Asked(f"Is the {a.name} {RELATION_WORDS[relation]} the {b.name}?", "Yes" if holds else "No",
+                      [a.box, b.box])
     if task is CorpusTask.SIDE:
         named = unique_by(objs, lambda o: o.name)
         pairs = [(a, b, [side for side, test in SIDES.items() if test(a.box, b.box)])
@@ -198,7 +205,8 @@ def _count_scene(rng: random.Random, w: int, h: int, max_objects: int, scale: fl
     if len(hits) != n:
         return objs, None  # a target did not fit: draw again
     noun = f"{key} shape" if by_colour else key
-    return objs, _Asked(f"Count the {noun}s.", str(n), [o.box for o in hits])
+    question = f"Count the {noun}s." if rng.random() < 0.5 else f"How many {noun}s can you see?"
+    return objs, _Asked(question, str(n), [o.box for o in hits])
 
 
 def in_frame(box: tuple[int, int, int, int], w: int, h: int, frame: CoordFrame) -> tuple[int, int, int, int]:
@@ -209,10 +217,12 @@ def in_frame(box: tuple[int, int, int, int], w: int, h: int, frame: CoordFrame) 
 
 
 def corpus_sample(rng: random.Random, world: SynthSpec, max_objects: int = MAX_OBJECTS,
-                  task: CorpusTask | None = None, box_frame: CoordFrame = CoordFrame.QWEN_RESIZED) -> CorpusSample:
-    """One (image, question, answer) pair of the corpus, its boxes written in ``box_frame``."""
+                  task: CorpusTask | None = None, box_frame: CoordFrame = CoordFrame.QWEN_RESIZED,
+                  weights: dict[CorpusTask, int] = TASK_WEIGHTS) -> CorpusSample:
+    """One (image, question, answer) pair of the corpus, its boxes written in ``box_frame``; the
+    task is ``task`` or drawn by ``weights``."""
     while True:  # the kind is drawn again when the scene cannot pose it (relations in one-object scenes)
-        kind = task or rng.choices(list(TASK_WEIGHTS), weights=list(TASK_WEIGHTS.values()))[0]
+        kind = task or rng.choices(list(weights), weights=list(weights.values()))[0]
         w, h = image_side(rng, world), image_side(rng, world)
         if kind is CorpusTask.COUNT:
             objs, asked = _count_scene(rng, w, h, max_objects, world.object_scale)
@@ -281,42 +291,131 @@ def _batch(encoder: _Encoder, samples: list[CorpusSample]):
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels, **images}
 
 
-def pretrain(model, processor, spec: TinyPretrainSpec, seed: int, world: SynthSpec | None = None,
-             log: Callable[[str], None] = print, box_frame: CoordFrame = CoordFrame.QWEN_RESIZED) -> list[float]:
-    """Teacher-forced SFT on the corpus; returns the loss of every step. Deterministic for a seed
-    and a thread count."""
+# Dense supervision of the image tokens: for every image token, a linear read-out (used only while
+# pretraining, then dropped) predicts the colour and the kind of the shape whose centre lies in the
+# token's cell ("none" elsewhere), the cell's centre, and that shape's box, as fractions of the image
+# and as the sinusoids of its coordinates that the number tokens' embeddings are. The vision tower
+# then writes what is where into each token, in a form the text model can copy into a box; without
+# it the tiny model learns the box priors and not positions (docs/base_model.md, "Why this recipe").
+_NONE = 0  # class index of "no shape's centre here"; colours and kinds count from 1
+
+
+def image_token_targets(s: CorpusSample, grid: tuple[int, int], box_frame: CoordFrame, n_numbers: int, dim: int):
+    """Targets for one image's ``rows x cols`` image tokens, row by row: colour and kind classes
+    (rows*cols,), cell centres (rows*cols, 2), and for cells holding a shape's centre a mask,
+    the box as fractions (rows*cols, 4) and its frame coordinates' sinusoids (rows*cols, 4*dim)."""
+    import torch
+
+    from grit_ray.models.tiny import number_sinusoids
+
+    rows, cols = grid
+    w, h = s.image.size
+    n = rows * cols
+    colour, kind = torch.full((n,), _NONE), torch.full((n,), _NONE)
+    has = torch.zeros(n, dtype=torch.bool)
+    frac, sines = torch.zeros(n, 4), torch.zeros(n, 4 * dim)
+    r, c = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    centre = torch.stack([(c.flatten() + 0.5) / cols, (r.flatten() + 0.5) / rows], dim=1)  # (n, 2)
+    for o in s.objects:
+        x1, y1, x2, y2 = o.box
+        i = min(int((y1 + y2) / 2 / h * rows), rows - 1) * cols + min(int((x1 + x2) / 2 / w * cols), cols - 1)
+        colour[i], kind[i], has[i] = list(COLOURS).index(o.colour) + 1, SHAPES.index(o.shape) + 1, True
+        frac[i] = torch.tensor([x1 / w, y1 / h, x2 / w, y2 / h])
+        sines[i] = number_sinusoids(torch.tensor(in_frame(o.box, w, h, box_frame)), dim, n_numbers).flatten()
+    return colour, kind, centre, has, frac, sines
+
+
+class _DenseImageSupervision:
+    """The read-out, its hook on the family's image-token features, and its loss."""
+
+    def __init__(self, model, adapter: ModelAdapter, hidden: int):
+        import torch
+
+        self.adapter, self.dim = adapter, hidden
+        self.n_colour, self.n_kind = len(COLOURS) + 1, len(SHAPES) + 1
+        self.readout = torch.nn.Linear(hidden, self.n_colour + self.n_kind + 2 + 4 + 4 * hidden)
+        module, self._features_of = adapter.image_token_features(model)
+        self._features = None
+        self._hook = module.register_forward_hook(
+            lambda _m, _i, out: setattr(self, "_features", self._features_of(out)))
+
+    def close(self) -> None:
+        """Take the hook off: the model leaves pretraining as it came."""
+        self._hook.remove()
+
+    def loss(self, samples: list[CorpusSample], image_inputs: dict):
+        """Of the batch just run forward: classes by cross-entropy, positions and boxes by squared
+        error (fractions weighted up to the classes' scale)."""
+        import torch
+        import torch.nn.functional as F
+
+        grids = self.adapter.image_token_grids(image_inputs)
+        parts = [image_token_targets(s, g, self.adapter.box_frame, self.adapter.tiny_number_tokens, self.dim)
+                 for s, g in zip(samples, grids)]
+        colour, kind, centre, has, frac, sines = (torch.cat([p[i] for p in parts]) for i in range(6))
+        out = self.readout(self._features)  # (image tokens, outputs)
+        if out.shape[0] != colour.shape[0]:
+            raise RuntimeError(f"{out.shape[0]} image-token features for {colour.shape[0]} cells")
+        a, b = self.n_colour, self.n_colour + self.n_kind
+        loss = F.cross_entropy(out[:, :a], colour) + F.cross_entropy(out[:, a:b], kind)
+        loss = loss + 10 * F.mse_loss(out[:, b:b + 2], centre)
+        if has.any():
+            loss = loss + 10 * F.mse_loss(out[has, b + 2:b + 6], frac[has])
+            loss = loss + 4 * F.mse_loss(out[has, b + 6:], sines[has])
+        return loss
+
+
+def pretrain(model, processor, spec: TinyPretrainSpec, seed: int, adapter: ModelAdapter, world: SynthSpec | None = None,
+             log: Callable[[str], None] = print) -> list[float]:
+    """Teacher-forced SFT on the corpus, boxes in the family's frame, plus the dense image-token
+    supervision; returns the SFT loss of every step. Deterministic for a seed and a thread count."""
     import torch
 
     world = world or SynthSpec()
     rng = random.Random(seed + PRETRAIN_SEED_OFFSET)
     encoder = _Encoder(processor)
-    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.98), weight_decay=0.0)
+    dense = _DenseImageSupervision(model, adapter, model.config.get_text_config().hidden_size) \
+        if spec.dense_weight > 0 else None
+    params = list(model.parameters()) + (list(dense.readout.parameters()) if dense else [])
+    opt = torch.optim.AdamW(params, lr=spec.lr, betas=(0.9, 0.98), weight_decay=0.0)
 
     def lr_at(step: int) -> float:
         warm = min(1.0, (step + 1) / max(spec.warmup_steps, 1))
         return spec.lr * warm * 0.5 * (1 + math.cos(math.pi * step / spec.steps))
 
-    single_steps = int(spec.single_object_share * spec.steps)
+    first_phase = int(spec.single_object_share * spec.steps)
     losses: list[float] = []
+    dense_losses: list[float] = []
     started = time.perf_counter()
     model.train()
     for step in range(spec.steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        max_objects = 1 if step < single_steps else MAX_OBJECTS
-        batch = _batch(encoder, [corpus_sample(rng, world, max_objects, box_frame=box_frame)
-                                 for _ in range(spec.batch_size)])
+        first = step < first_phase
+        samples = [corpus_sample(rng, world, 1 if first else MAX_OBJECTS, box_frame=adapter.box_frame,
+                                 weights=FIRST_PHASE_WEIGHTS if first else TASK_WEIGHTS)
+                   for _ in range(spec.batch_size)]
+        batch = _batch(encoder, samples)
         loss = model(**batch, use_cache=False).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        total = loss
+        if dense is not None:
+            dense_loss = dense.loss(samples, batch)
+            total = loss + spec.dense_weight * dense_loss
+            dense_losses.append(dense_loss.item())
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
         if (step + 1) % 100 == 0 or step + 1 == spec.steps:
             elapsed = time.perf_counter() - started
             recent = losses[-100:]
-            log(f"base model pretraining: step {step + 1}/{spec.steps} | loss {sum(recent) / len(recent):.3f} | "
-                f"{elapsed / (step + 1):.2f} s/step | ETA {elapsed / (step + 1) * (spec.steps - step - 1):.0f}s")
+            image_part = f" | image tokens {sum(dense_losses[-100:]) / len(recent):.3f}" if dense_losses else ""
+            per_step = elapsed / (step + 1)
+            log(f"base model pretraining: step {step + 1}/{spec.steps} | loss {sum(recent) / len(recent):.3f}"
+                f"{image_part} | {per_step:.2f} s/step | ETA {per_step * (spec.steps - step - 1):.0f}s")
+    if dense is not None:
+        dense.close()
     model.eval()
     return losses
 

@@ -1,5 +1,6 @@
 """Base-model builds are deterministic: the same spec and seed give the same bytes, another seed
-other bytes (three short pretraining runs with their probes: about 30 s, so not a unit test)."""
+other bytes (three short pretraining runs through both phases and the image-token loss, with
+their probes: about 30 s, so not a unit test)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from tests.unit.models.test_base_model import _corpus
 def test_same_seed_same_corpus_and_same_bytes(tmp_path):
     assert [(s.question, s.answer) for s in _corpus(50, 3)] == [(s.question, s.answer) for s in _corpus(50, 3)]
     spec = TinyModelSpec(hidden_size=64, num_layers=1, vision_depth=1,
-                         pretrain=TinyPretrainSpec(steps=3, batch_size=2, warmup_steps=1))
+                         pretrain=TinyPretrainSpec(steps=4, batch_size=2, warmup_steps=1))  # 1 step in phase 1
     quiet = lambda msg: None  # noqa: E731
     a = build_tiny_model(tmp_path / "a", spec, log=quiet)
     b = build_tiny_model(tmp_path / "b", spec, log=quiet)

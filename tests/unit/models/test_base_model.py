@@ -6,6 +6,8 @@ from __future__ import annotations
 import random
 import re
 
+from PIL import Image
+
 from grit_ray.config import CoordFrame, ModelFamily, PromptTemplate, SynthSpec, TinyModelSpec
 from grit_ray.data.synth import synth_rows
 from grit_ray.models.tiny import cached_tiny_model
@@ -88,3 +90,24 @@ def test_the_cache_builds_once_per_spec(tmp_path, monkeypatch):
     assert not list((tmp_path / "models").glob(".building-*"))
     internvl = cached_tiny_model(spec, log=messages.append, family=ModelFamily.INTERNVL3)
     assert internvl != first and internvl.name.startswith("tiny-internvl3-") and first.name.startswith("tiny-qwen2.5-vl-")
+
+
+def test_image_token_targets_mark_the_cell_of_each_shape_centre():
+    import torch
+
+    from grit_ray.data.synth import COLOURS, SHAPES, Obj
+    from grit_ray.models.tiny import number_sinusoids
+    from grit_ray.models.tiny_pretrain import CorpusSample, image_token_targets
+
+    red = Obj("red", "circle", (60, 10, 90, 40))  # centre (75, 25): column 2, row 0 of a 6x5 grid of 28 px
+    blue = Obj("blue", "triangle", (0, 112, 30, 140))  # centre (15, 126): column 0, row 4
+    s = CorpusSample(Image.new("RGB", (168, 140)), [red, blue], CorpusTask.WHERE, PromptTemplate.DIRECT, "", "", [], "")
+    colour, kind, centre, has, frac, sines = image_token_targets(s, (5, 6), CoordFrame.NORM1000, 1001, 8)
+    assert has.nonzero().flatten().tolist() == [2, 24]
+    assert colour[2] == list(COLOURS).index("red") + 1 and kind[24] == SHAPES.index("triangle") + 1
+    assert colour.count_nonzero() == kind.count_nonzero() == 2  # "none" everywhere else
+    assert torch.allclose(centre[24], torch.tensor([0.5 / 6, 4.5 / 5]))
+    assert torch.allclose(frac[2], torch.tensor([60 / 168, 10 / 140, 90 / 168, 40 / 140]))
+    # the sinusoids of the coordinates the family writes (0-1000 here), as the number tokens start
+    assert torch.allclose(sines[24], number_sinusoids(torch.tensor(in_frame(blue.box, 168, 140, CoordFrame.NORM1000)),
+                                                      8, 1001).flatten())

@@ -90,3 +90,26 @@ def test_generation_never_emits_image_placeholders(hf):
     torch.manual_seed(0)
     out = model.generate(**inputs, max_new_tokens=64, do_sample=True, temperature=1.5)
     assert not (set(out[:, inputs["input_ids"].shape[1]:].flatten().tolist()) & ids)  # ... and never samples them
+
+
+def test_image_token_features_cover_the_tile_row_by_row(hf):
+    """Pretraining supervises image token i as the cell (i // 6, i % 6) of the tile: the pixel
+    shuffle must keep the patches' row-by-row order, and every image gives 6x6 features."""
+    proc, model = hf
+    rows = torch.arange(12.0)[:, None].expand(12, 12)
+    cols = torch.arange(12.0)[None, :].expand(12, 12)
+    shuffled = model.model.pixel_shuffle(torch.stack([rows, cols], dim=-1)[None], scale_factor=0.5)  # (1, 6, 6, 8)
+    tokens = shuffled.reshape(36, 4, 2)  # each token: its four patches' (row, column)
+    for i in range(36):
+        assert set(tokens[i, :, 0].tolist()) == {2 * (i // 6), 2 * (i // 6) + 1}
+        assert set(tokens[i, :, 1].tolist()) == {2 * (i % 6), 2 * (i % 6) + 1}
+    module, features_of = ADAPTER.image_token_features(model)
+    seen = []
+    handle = module.register_forward_hook(lambda _m, _i, out: seen.append(features_of(out)))
+    images = [Image.new("RGB", (168, 140)), Image.new("RGB", (140, 140))]
+    inputs = proc(text=["<image>", "<image>"], images=images, return_tensors="pt")
+    with torch.no_grad():
+        model.model.get_image_features(pixel_values=inputs["pixel_values"])
+    handle.remove()
+    assert ADAPTER.image_token_grids(inputs) == [(6, 6), (6, 6)]
+    assert seen[0].shape == (72, model.config.text_config.hidden_size)

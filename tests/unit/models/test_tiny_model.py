@@ -85,3 +85,28 @@ def test_forbidden_tokens_are_the_placeholders_the_tokenizer_has(tiny_model_dir)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     assert adapter.forbidden_tokens(tok) == list(VISION_PLACEHOLDER_TOKENS)
     assert adapter.forbidden_token_ids(tok) == tok.convert_tokens_to_ids(list(VISION_PLACEHOLDER_TOKENS))
+
+
+def test_image_token_features_cover_the_image_row_by_row(hf):
+    """Pretraining supervises image token i as the 28-px cell (i // columns, i % columns): the
+    processor's patches come in 2x2 merge groups in row-by-row order, and the hooked features
+    count one per cell."""
+    from grit_ray.config import ModelFamily
+    from grit_ray.models import adapter_for
+
+    adapter = adapter_for(ModelFamily.QWEN2_5_VL)
+    proc, model = hf
+    image = Image.new("RGB", (168, 140), (255, 255, 255))
+    image.paste((255, 0, 0), (4 * 28, 3 * 28, 5 * 28, 4 * 28))  # the cell in row 3, column 4
+    inputs = proc(text=["<|vision_start|><|image_pad|><|vision_end|>"], images=[image], return_tensors="pt")
+    assert adapter.image_token_grids(inputs) == [(5, 6)]
+    patches = inputs["pixel_values"].reshape(30, 4, -1)  # (image tokens, merged patches, pixels)
+    red = [i for i in range(30) if not torch.allclose(patches[i], patches[0])]
+    assert red == [3 * 6 + 4]
+    module, features_of = adapter.image_token_features(model)
+    seen = []
+    handle = module.register_forward_hook(lambda _m, _i, out: seen.append(features_of(out)))
+    with torch.no_grad():
+        model.model.get_image_features(pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"])
+    handle.remove()
+    assert seen[0].shape == (30, model.config.text_config.hidden_size)
