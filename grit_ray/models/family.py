@@ -164,8 +164,8 @@ class ModelAdapter(abc.ABC):
 
     @abc.abstractmethod
     def image_token_grids(self, image_inputs: dict[str, Any]) -> list[tuple[int, int]]:
-        """(rows, columns) of image tokens for each image of a processor output, tokens covering
-        the image evenly."""
+        """(rows, columns) of image tokens for each image of a processor output (the tiny models put
+        an image in one tile), tokens covering the image evenly."""
 
     @property
     def tiny_number_tokens(self) -> int:

@@ -298,6 +298,9 @@ def _batch(encoder: _Encoder, samples: list[CorpusSample]):
 # then writes what is where into each token, in a form the text model can copy into a box; without
 # it the tiny model learns the box priors and not positions (docs/base_model.md, "Why this recipe").
 _NONE = 0  # class index of "no shape's centre here"; colours and kinds count from 1
+# squared errors of fractions and of unit sinusoids are far smaller than the classes' cross-entropy
+# at the start: weighted up so that positions are learnt beside the classes, not after them
+_CENTRE_WEIGHT, _BOX_WEIGHT, _SINUSOID_WEIGHT = 10.0, 10.0, 4.0
 
 
 def image_token_targets(s: CorpusSample, grid: tuple[int, int], box_frame: CoordFrame, n_numbers: int, dim: int):
@@ -319,6 +322,8 @@ def image_token_targets(s: CorpusSample, grid: tuple[int, int], box_frame: Coord
     for o in s.objects:
         x1, y1, x2, y2 = o.box
         i = min(int((y1 + y2) / 2 / h * rows), rows - 1) * cols + min(int((x1 + x2) / 2 / w * cols), cols - 1)
+        if has[i]:  # the synthetic world's shapes are at least a cell apart; a denser world needs finer cells
+            raise ValueError(f"two shapes centred in image-token cell {i} of a {rows}x{cols} grid")
         colour[i], kind[i], has[i] = list(COLOURS).index(o.colour) + 1, SHAPES.index(o.shape) + 1, True
         frac[i] = torch.tensor([x1 / w, y1 / h, x2 / w, y2 / h])
         sines[i] = number_sinusoids(torch.tensor(in_frame(o.box, w, h, box_frame)), dim, n_numbers).flatten()
@@ -336,12 +341,15 @@ class _DenseImageSupervision:
         self.readout = torch.nn.Linear(hidden, self.n_colour + self.n_kind + 2 + 4 + 4 * hidden)
         module, self._features_of = adapter.image_token_features(model)
         self._features = None
-        self._hook = module.register_forward_hook(
-            lambda _m, _i, out: setattr(self, "_features", self._features_of(out)))
+        self._hook = module.register_forward_hook(self._keep)
+
+    def _keep(self, _module, _inputs, out) -> None:
+        self._features = self._features_of(out)
 
     def close(self) -> None:
         """Take the hook off: the model leaves pretraining as it came."""
         self._hook.remove()
+        self._features = None
 
     def loss(self, samples: list[CorpusSample], image_inputs: dict):
         """Of the batch just run forward: classes by cross-entropy, positions and boxes by squared
@@ -351,24 +359,25 @@ class _DenseImageSupervision:
 
         grids = self.adapter.image_token_grids(image_inputs)
         parts = [image_token_targets(s, g, self.adapter.box_frame, self.adapter.tiny_number_tokens, self.dim)
-                 for s, g in zip(samples, grids)]
+                 for s, g in zip(samples, grids, strict=True)]
         colour, kind, centre, has, frac, sines = (torch.cat([p[i] for p in parts]) for i in range(6))
         out = self.readout(self._features)  # (image tokens, outputs)
         if out.shape[0] != colour.shape[0]:
             raise RuntimeError(f"{out.shape[0]} image-token features for {colour.shape[0]} cells")
         a, b = self.n_colour, self.n_colour + self.n_kind
         loss = F.cross_entropy(out[:, :a], colour) + F.cross_entropy(out[:, a:b], kind)
-        loss = loss + 10 * F.mse_loss(out[:, b:b + 2], centre)
+        loss = loss + _CENTRE_WEIGHT * F.mse_loss(out[:, b:b + 2], centre)
         if has.any():
-            loss = loss + 10 * F.mse_loss(out[has, b + 2:b + 6], frac[has])
-            loss = loss + 4 * F.mse_loss(out[has, b + 6:], sines[has])
+            loss = loss + _BOX_WEIGHT * F.mse_loss(out[has, b + 2:b + 6], frac[has])
+            loss = loss + _SINUSOID_WEIGHT * F.mse_loss(out[has, b + 6:], sines[has])
         return loss
 
 
 def pretrain(model, processor, spec: TinyPretrainSpec, seed: int, adapter: ModelAdapter, world: SynthSpec | None = None,
              log: Callable[[str], None] = print) -> list[float]:
     """Teacher-forced SFT on the corpus, boxes in the family's frame, plus the dense image-token
-    supervision; returns the SFT loss of every step. Deterministic for a seed and a thread count."""
+    supervision; returns the SFT loss of every step. Deterministic for a seed, a thread count and
+    torch's random state (the read-out starts from it; build_tiny_model seeds it)."""
     import torch
 
     world = world or SynthSpec()
@@ -388,35 +397,37 @@ def pretrain(model, processor, spec: TinyPretrainSpec, seed: int, adapter: Model
     dense_losses: list[float] = []
     started = time.perf_counter()
     model.train()
-    for step in range(spec.steps):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step)
-        first = step < first_phase
-        samples = [corpus_sample(rng, world, 1 if first else MAX_OBJECTS, box_frame=adapter.box_frame,
-                                 weights=FIRST_PHASE_WEIGHTS if first else TASK_WEIGHTS)
-                   for _ in range(spec.batch_size)]
-        batch = _batch(encoder, samples)
-        loss = model(**batch, use_cache=False).loss
-        total = loss
+    try:
+        for step in range(spec.steps):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step)
+            first = step < first_phase
+            samples = [corpus_sample(rng, world, 1 if first else MAX_OBJECTS, box_frame=adapter.box_frame,
+                                     weights=FIRST_PHASE_WEIGHTS if first else TASK_WEIGHTS)
+                       for _ in range(spec.batch_size)]
+            batch = _batch(encoder, samples)
+            loss = model(**batch, use_cache=False).loss
+            total = loss
+            if dense is not None:
+                dense_loss = dense.loss(samples, batch)
+                total = loss + spec.dense_weight * dense_loss
+                dense_losses.append(dense_loss.item())
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)  # one budget: the read-out's gradients reach the model
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            if (step + 1) % 100 == 0 or step + 1 == spec.steps:
+                elapsed = time.perf_counter() - started
+                recent = losses[-100:]
+                image_part = f" | image tokens {sum(dense_losses[-100:]) / len(recent):.3f}" if dense_losses else ""
+                per_step = elapsed / (step + 1)
+                log(f"base model pretraining: step {step + 1}/{spec.steps} | loss {sum(recent) / len(recent):.3f}"
+                    f"{image_part} | {per_step:.2f} s/step | ETA {per_step * (spec.steps - step - 1):.0f}s")
+    finally:
         if dense is not None:
-            dense_loss = dense.loss(samples, batch)
-            total = loss + spec.dense_weight * dense_loss
-            dense_losses.append(dense_loss.item())
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if (step + 1) % 100 == 0 or step + 1 == spec.steps:
-            elapsed = time.perf_counter() - started
-            recent = losses[-100:]
-            image_part = f" | image tokens {sum(dense_losses[-100:]) / len(recent):.3f}" if dense_losses else ""
-            per_step = elapsed / (step + 1)
-            log(f"base model pretraining: step {step + 1}/{spec.steps} | loss {sum(recent) / len(recent):.3f}"
-                f"{image_part} | {per_step:.2f} s/step | ETA {per_step * (spec.steps - step - 1):.0f}s")
-    if dense is not None:
-        dense.close()
-    model.eval()
+            dense.close()
+        model.eval()
     return losses
 
 

@@ -1,10 +1,10 @@
 """Base-model builds are deterministic: the same spec and seed give the same bytes, another seed
 other bytes (three short pretraining runs through both phases and the image-token loss, with
-their probes: about 30 s, so not a unit test)."""
+their probes, and one of InternVL3: about 40 s, so not a unit test)."""
 
 from __future__ import annotations
 
-from grit_ray.config import TinyModelSpec, TinyPretrainSpec
+from grit_ray.config import ModelFamily, TinyModelSpec, TinyPretrainSpec
 from grit_ray.models.tiny import build_tiny_model, directory_digest
 from tests.unit.models.test_base_model import _corpus
 
@@ -19,3 +19,6 @@ def test_same_seed_same_corpus_and_same_bytes(tmp_path):
     c = build_tiny_model(tmp_path / "c", spec.model_copy(update={"seed": 1}), log=quiet)
     assert directory_digest(a) == directory_digest(b) != directory_digest(c)
     assert (a / "pretrain_report.json").exists()  # the probe's numbers are part of the same bytes
+    # the image-token supervision through InternVL3's hook and grid as well
+    internvl = build_tiny_model(tmp_path / "internvl", spec, log=quiet, family=ModelFamily.INTERNVL3)
+    assert (internvl / "pretrain_report.json").exists()

@@ -99,8 +99,9 @@ def test_image_token_targets_mark_the_cell_of_each_shape_centre():
     from grit_ray.models.tiny import number_sinusoids
     from grit_ray.models.tiny_pretrain import CorpusSample, image_token_targets
 
-    red = Obj("red", "circle", (60, 10, 90, 40))  # centre (75, 25): column 2, row 0 of a 6x5 grid of 28 px
-    blue = Obj("blue", "triangle", (0, 112, 30, 140))  # centre (15, 126): column 0, row 4
+    # a 168x140 image: 5 rows x 6 columns of 28-px cells
+    red = Obj("red", "circle", (60, 10, 90, 40))  # centre (75, 25): row 0, column 2
+    blue = Obj("blue", "triangle", (0, 112, 30, 140))  # centre (15, 126): row 4, column 0
     s = CorpusSample(Image.new("RGB", (168, 140)), [red, blue], CorpusTask.WHERE, PromptTemplate.DIRECT, "", "", [], "")
     colour, kind, centre, has, frac, sines = image_token_targets(s, (5, 6), CoordFrame.NORM1000, 1001, 8)
     assert has.nonzero().flatten().tolist() == [2, 24]
@@ -108,6 +109,6 @@ def test_image_token_targets_mark_the_cell_of_each_shape_centre():
     assert colour.count_nonzero() == kind.count_nonzero() == 2  # "none" everywhere else
     assert torch.allclose(centre[24], torch.tensor([0.5 / 6, 4.5 / 5]))
     assert torch.allclose(frac[2], torch.tensor([60 / 168, 10 / 140, 90 / 168, 40 / 140]))
-    # the sinusoids of the coordinates the family writes (0-1000 here), as the number tokens start
+    # the sinusoids of the coordinates the family writes (0-1000 here, not pixels), as the number tokens start
     assert torch.allclose(sines[24], number_sinusoids(torch.tensor(in_frame(blue.box, 168, 140, CoordFrame.NORM1000)),
                                                       8, 1001).flatten())

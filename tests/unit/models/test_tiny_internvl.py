@@ -107,9 +107,11 @@ def test_image_token_features_cover_the_tile_row_by_row(hf):
     seen = []
     handle = module.register_forward_hook(lambda _m, _i, out: seen.append(features_of(out)))
     images = [Image.new("RGB", (168, 140)), Image.new("RGB", (140, 140))]
-    inputs = proc(text=["<image>", "<image>"], images=images, return_tensors="pt")
-    with torch.no_grad():
-        model.model.get_image_features(pixel_values=inputs["pixel_values"])
-    handle.remove()
+    inputs = proc(text=[IMAGE_CONTEXT, IMAGE_CONTEXT], images=images, return_tensors="pt")
+    try:
+        with torch.no_grad():
+            model.model.get_image_features(pixel_values=inputs["pixel_values"])
+    finally:
+        handle.remove()
     assert ADAPTER.image_token_grids(inputs) == [(6, 6), (6, 6)]
     assert seen[0].shape == (72, model.config.text_config.hidden_size)

@@ -89,8 +89,9 @@ def test_forbidden_tokens_are_the_placeholders_the_tokenizer_has(tiny_model_dir)
 
 def test_image_token_features_cover_the_image_row_by_row(hf):
     """Pretraining supervises image token i as the 28-px cell (i // columns, i % columns): the
-    processor's patches come in 2x2 merge groups in row-by-row order, and the hooked features
-    count one per cell."""
+    processor's patches come in 2x2 merge groups row by row, and the hooked features come back in
+    that order after the vision tower's window reordering (checked with the blocks taken out, so
+    that only the painted cell's feature differs)."""
     from grit_ray.config import ModelFamily
     from grit_ray.models import adapter_for
 
@@ -100,13 +101,21 @@ def test_image_token_features_cover_the_image_row_by_row(hf):
     image.paste((255, 0, 0), (4 * 28, 3 * 28, 5 * 28, 4 * 28))  # the cell in row 3, column 4
     inputs = proc(text=["<|vision_start|><|image_pad|><|vision_end|>"], images=[image], return_tensors="pt")
     assert adapter.image_token_grids(inputs) == [(5, 6)]
+    painted = 3 * 6 + 4
     patches = inputs["pixel_values"].reshape(30, 4, -1)  # (image tokens, merged patches, pixels)
-    red = [i for i in range(30) if not torch.allclose(patches[i], patches[0])]
-    assert red == [3 * 6 + 4]
+    assert [i for i in range(30) if not torch.allclose(patches[i], patches[0])] == [painted]
     module, features_of = adapter.image_token_features(model)
     seen = []
     handle = module.register_forward_hook(lambda _m, _i, out: seen.append(features_of(out)))
-    with torch.no_grad():
-        model.model.get_image_features(pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"])
-    handle.remove()
-    assert seen[0].shape == (30, model.config.text_config.hidden_size)
+    blocks = model.model.visual.blocks
+    model.model.visual.blocks = torch.nn.ModuleList()  # patch embedding and merger only: no mixing
+    try:
+        with torch.no_grad():
+            model.model.get_image_features(pixel_values=inputs["pixel_values"],
+                                           image_grid_thw=inputs["image_grid_thw"])
+    finally:
+        model.model.visual.blocks = blocks
+        handle.remove()
+    features = seen[0]
+    assert features.shape == (30, model.config.text_config.hidden_size)
+    assert [i for i in range(30) if not torch.allclose(features[i], features[0])] == [painted]
