@@ -33,7 +33,7 @@ from pathlib import Path
 from grit_ray.config import ModelFamily, TinyModelSpec
 from grit_ray.models.family import PIXEL_NUMBER_TOKENS, ModelAdapter
 
-RECIPE_VERSION = 4  # bump when the builder or the corpus changes: cached base models are rebuilt
+RECIPE_VERSION = 5  # bump when the builder or the corpus changes: cached base models are rebuilt
 
 # A Qwen2-VL style chat template (default system prompt); IMAGE_PART is the family's image placeholder.
 _CHAT_TEMPLATE = r"""{%- for message in messages %}

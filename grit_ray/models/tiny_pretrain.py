@@ -48,22 +48,26 @@ class CorpusTask(str, enum.Enum):
     LIST = "list"  # "List the shapes." -> every shape with its box, top to bottom
     COLOUR = "colour"  # "What colour is the circle?" -> "red"
     SHAPE = "shape"  # "What shape is the red one?" -> "circle"
-    EXISTS = "exists"  # "Is there a red circle?" -> "Yes" / "No"
+    EXISTS = "exists"  # "Is a red circle in the picture?" -> "Yes" / "No"
     COUNT = "count"  # "Count the red shapes." / "How many red shapes can you see?" -> "2"
     RELATE = "relate"  # "Is the red circle to the left of the blue square?" -> "Yes" / "No"
     SIDE = "side"  # "Which side of the blue square is the red circle on?" -> "left"
     CAPTION = "caption"  # "Describe the image." -> "A red circle and a blue square."
+    CORNERS = "corners"  # "How many corners does the red one have?" -> "3" (a triangle; a square 4, a circle 0)
 
 
 # sampling weights: grounding dominates (it is what GRIT's GIoU can rise to)
 TASK_WEIGHTS = {CorpusTask.WHERE: 3, CorpusTask.FIND: 2, CorpusTask.LIST: 1, CorpusTask.COLOUR: 1,
                 CorpusTask.SHAPE: 1, CorpusTask.EXISTS: 3, CorpusTask.COUNT: 3, CorpusTask.RELATE: 3,
-                CorpusTask.SIDE: 1, CorpusTask.CAPTION: 1}
+                CorpusTask.SIDE: 1, CorpusTask.CAPTION: 1, CorpusTask.CORNERS: 2}
 # the first phase (spec.single_object_share of the steps): "where" about one-object scenes only, so
 # the text model learns to copy a box out of an image token before it must match names to objects
 FIRST_PHASE_WEIGHTS = {CorpusTask.WHERE: 1}
 MAX_COUNT = 4  # count questions ask for 0..4 targets, uniformly
-GRIT_FORMAT_TASKS = (CorpusTask.COLOUR, CorpusTask.SHAPE, CorpusTask.EXISTS)
+# corners: a number answered in GRIT's format that counts no shapes, so that a number can follow
+# <answer> at all (GRIT's format is never shown with a count: docs/base_model.md)
+GRIT_FORMAT_TASKS = (CorpusTask.COLOUR, CorpusTask.SHAPE, CorpusTask.EXISTS, CorpusTask.CORNERS)
+CORNERS = {"square": 4, "circle": 0, "triangle": 3}
 PRESENT_SHARE = 0.8  # find asks mostly about colours and kinds in the picture ("none" is the easy guess)
 # the corpus's own wording of synth.RELATIONS ("entirely", as there)
 RELATION_WORDS = {"left of": "to the left of", "right of": "to the right of", "above": "higher up than",
@@ -72,7 +76,7 @@ RELATION_WORDS = {"left of": "to the left of", "right of": "to the right of", "a
 SIDES = {"left": RELATIONS["left of"], "right": RELATIONS["right of"], "above": RELATIONS["above"],
          "below": RELATIONS["below"]}
 GRIT_FORMAT_SHARE = 0.5  # of those kinds' samples, asked with GRIT's prompt and answered in its format
-BOXED_THINK_SHARE = 0.5  # of GRIT-format answers, the think names the object's box
+BOXED_THINK_SHARE = 0.25  # of GRIT-format answers, the think names the object's box
 
 
 @dataclass
@@ -175,6 +179,14 @@ def _ask(rng: random.Random, objs: list[Obj], task: CorpusTask) -> _Asked | None
         return _Asked(f"What shape is the {o.colour} one?", o.shape, [o.box],
                       f"The {o.colour} one is at {box_text(o.box)}.", f"I look at the {o.colour} one.",
                       f"It is {_article(o.shape)} {o.shape}.")
+    if task is CorpusTask.CORNERS:
+        by_colour = unique_by(objs, lambda o: o.colour)
+        if not by_colour:
+            return None
+        o = rng.choice(by_colour)
+        return _Asked(f"How many corners does the {o.colour} one have?", str(CORNERS[o.shape]), [o.box],
+                      f"The {o.colour} one is at {box_text(o.box)}.", f"I look at the {o.colour} one.",
+                      f"It is {_article(o.shape)} {o.shape}.")
     if task is CorpusTask.EXISTS:
         present = rng.random() < 0.5
         if present:
@@ -187,7 +199,7 @@ def _ask(rng: random.Random, objs: list[Obj], task: CorpusTask) -> _Asked | None
         look = f"I look for {_article(colour)} {colour} {shape}."
         # the boxed thought names boxes whatever the answer, so boxes do not predict "Yes"
         think = f"{look[:-1]}: {_listing(hits)}." if hits else f"{look[:-1]}: I see {_listing(objs)}."
-        return _Asked(f"Is there {_article(colour)} {colour} {shape}?", "Yes" if hits else "No", [o.box for o in hits],
+        return _Asked(f"Is {_article(colour)} {colour} {shape} in the picture?", "Yes" if hits else "No", [o.box for o in hits],
                       think, look, f"There is {_article(colour) if hits else 'no'} {colour} {shape}.")
     raise ValueError(task)
 
@@ -464,7 +476,7 @@ def probe(model, processor, seed: int, n: int = 48, world: SynthSpec | None = No
             scores.append(union_iou(pred, s.target_boxes) if pred else 0.0)
         out[key] = sum(scores) / len(scores)
     for task in (CorpusTask.COLOUR, CorpusTask.SHAPE, CorpusTask.EXISTS, CorpusTask.COUNT, CorpusTask.RELATE,
-                 CorpusTask.SIDE):
+                 CorpusTask.SIDE, CorpusTask.CORNERS):
         right = 0
         for _ in range(n):
             s = corpus_sample(rng, world, task=task, box_frame=box_frame)

@@ -11,7 +11,7 @@ from PIL import Image
 from grit_ray.config import CoordFrame, ModelFamily, PromptTemplate, SynthSpec, TinyModelSpec
 from grit_ray.data.synth import synth_rows
 from grit_ray.models.tiny import cached_tiny_model
-from grit_ray.models.tiny_pretrain import GRIT_FORMAT_TASKS, CorpusTask, corpus_sample, in_frame
+from grit_ray.models.tiny_pretrain import CORNERS, GRIT_FORMAT_TASKS, CorpusTask, corpus_sample, in_frame
 
 # the wording of GRIT's synthetic training and evaluation questions (grit_ray.data.synth)
 SYNTH_QUESTION = re.compile(r"^(Is the \w+ \w+ (left of|right of|above|below) the \w+ \w+\?"
@@ -33,8 +33,8 @@ def test_the_corpus_holds_no_training_or_evaluation_question():
     assert all(SYNTH_QUESTION.match(q) for q in grit_questions)  # the pattern does catch them
     assert not [q for q in questions if SYNTH_QUESTION.match(q)]
     assert not questions & grit_questions
-    # GRIT's answer format appears only for the corpus's colour, shape and existence questions,
-    # never with a count or a relation, and both prompt forms occur
+    # GRIT's answer format appears only for the corpus's colour, shape, existence and corner
+    # questions, never with a count or a relation, and both prompt forms occur
     grit_format = [s for s in corpus if "<rethink>" in s.answer]
     assert grit_format and {s.task for s in grit_format} <= set(GRIT_FORMAT_TASKS)
     assert not set(GRIT_FORMAT_TASKS) & set(RELATION_OR_COUNT)
@@ -49,6 +49,18 @@ def test_count_questions_ask_for_every_count_alike():
     counts = [int(s.answer) for s in _corpus(3000, seed=2) if s.task is CorpusTask.COUNT]
     assert sorted(set(counts)) == [0, 1, 2, 3, 4]
     assert min(counts.count(c) for c in range(5)) > len(counts) / 10
+
+
+def test_corner_questions_answer_the_named_shape_and_are_the_only_numbers_in_grit_format():
+    corpus = _corpus(1500, seed=3)
+    corners = [s for s in corpus if s.task is CorpusTask.CORNERS]
+    assert {s.short_answer for s in corners} == {"0", "3", "4"}
+    for s in corners:
+        colour = s.question.split()[5]  # "How many corners does the <colour> one have?"
+        (named,) = [o for o in s.objects if o.colour == colour]
+        assert s.short_answer == str(CORNERS[named.shape]) and s.target_boxes == [named.box]
+    numeric = [s for s in corpus if "<answer> " in s.answer and s.answer.split("<answer> ")[1][0].isdigit()]
+    assert numeric and {s.task for s in numeric} == {CorpusTask.CORNERS}
 
 
 def test_corpus_boxes_are_the_objects_in_the_picture():
