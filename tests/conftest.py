@@ -37,7 +37,7 @@ def tiny_internvl_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def base_model_dir() -> Path:
     """The default config's pretrained base model (docs/base_model.md), built once into the cache
-    (~13 min when the cache is cold) before the tests that run the default config start their
+    (~12 min when the cache is cold) before the tests that run the default config start their
     subprocesses and clocks."""
     return cached_tiny_model(load_config().model.tiny, log=print)
 

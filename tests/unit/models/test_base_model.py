@@ -9,7 +9,7 @@ import re
 from PIL import Image
 
 from grit_ray.config import CoordFrame, ModelFamily, PromptTemplate, SynthSpec, TinyModelSpec
-from grit_ray.data.synth import synth_rows
+from grit_ray.data.synth import SHAPES, synth_rows
 from grit_ray.models.tiny import cached_tiny_model
 from grit_ray.models.tiny_pretrain import CORNERS, GRIT_FORMAT_TASKS, CorpusTask, corpus_sample, in_frame
 
@@ -54,11 +54,16 @@ def test_count_questions_ask_for_every_count_alike():
 def test_corner_questions_answer_the_named_shape_and_are_the_only_numbers_in_grit_format():
     corpus = _corpus(1500, seed=3)
     corners = [s for s in corpus if s.task is CorpusTask.CORNERS]
-    assert {s.short_answer for s in corners} == {"0", "3", "4"}
+    assert set(CORNERS) == set(SHAPES)
     for s in corners:
         colour = s.question.split()[5]  # "How many corners does the <colour> one have?"
         (named,) = [o for o in s.objects if o.colour == colour]
-        assert s.short_answer == str(CORNERS[named.shape]) and s.target_boxes == [named.box]
+        assert s.short_answer == {"triangle": "3", "square": "4", "circle": "0"}[named.shape]
+        assert s.target_boxes == [named.box]
+        if s.template is PromptTemplate.GRIT:
+            assert s.answer.endswith(f"<answer> {s.short_answer} </answer>")
+    grit_thoughts = [s.answer for s in corners if s.template is PromptTemplate.GRIT]
+    assert any("[" in a for a in grit_thoughts) and any("[" not in a for a in grit_thoughts)
     numeric = [s for s in corpus if "<answer> " in s.answer and s.answer.split("<answer> ")[1][0].isdigit()]
     assert numeric and {s.task for s in numeric} == {CorpusTask.CORNERS}
 
