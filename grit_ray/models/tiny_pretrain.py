@@ -65,7 +65,7 @@ TASK_WEIGHTS = {CorpusTask.WHERE: 3, CorpusTask.FIND: 2, CorpusTask.LIST: 1, Cor
 FIRST_PHASE_WEIGHTS = {CorpusTask.WHERE: 1}
 MAX_COUNT = 4  # count questions ask for 0..4 targets, uniformly
 # corners: a number answered in GRIT's format that counts no shapes, so that a number can follow
-# <answer> at all (GRIT's format is never shown with a count: docs/base_model.md)
+# <answer> at all (GRIT's format is never shown with a count of shapes: docs/base_model.md)
 GRIT_FORMAT_TASKS = (CorpusTask.COLOUR, CorpusTask.SHAPE, CorpusTask.EXISTS, CorpusTask.CORNERS)
 CORNERS = {"square": 4, "circle": 0, "triangle": 3}
 PRESENT_SHARE = 0.8  # find asks mostly about colours and kinds in the picture ("none" is the easy guess)
