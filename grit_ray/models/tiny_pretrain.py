@@ -171,22 +171,15 @@ def _ask(rng: random.Random, objs: list[Obj], task: CorpusTask) -> _Asked | None
         o = rng.choice(by_shape)
         return _Asked(f"What colour is the {o.shape}?", o.colour, [o.box], f"The {o.shape} is at {box_text(o.box)}.",
                       f"I look at the {o.shape}.", f"It is {o.colour}.")
-    if task is CorpusTask.SHAPE:
+    if task in (CorpusTask.SHAPE, CorpusTask.CORNERS):  # the kind of the one shape of a colour, or its corners
         by_colour = unique_by(objs, lambda o: o.colour)
         if not by_colour:
             return None
         o = rng.choice(by_colour)
-        return _Asked(f"What shape is the {o.colour} one?", o.shape, [o.box],
-                      f"The {o.colour} one is at {box_text(o.box)}.", f"I look at the {o.colour} one.",
-                      f"It is {_article(o.shape)} {o.shape}.")
-    if task is CorpusTask.CORNERS:
-        by_colour = unique_by(objs, lambda o: o.colour)
-        if not by_colour:
-            return None
-        o = rng.choice(by_colour)
-        return _Asked(f"How many corners does the {o.colour} one have?", str(CORNERS[o.shape]), [o.box],
-                      f"The {o.colour} one is at {box_text(o.box)}.", f"I look at the {o.colour} one.",
-                      f"It is {_article(o.shape)} {o.shape}.")
+        question, answer = (f"What shape is the {o.colour} one?", o.shape) if task is CorpusTask.SHAPE else \
+            (f"How many corners does the {o.colour} one have?", str(CORNERS[o.shape]))
+        return _Asked(question, answer, [o.box], f"The {o.colour} one is at {box_text(o.box)}.",
+                      f"I look at the {o.colour} one.", f"It is {_article(o.shape)} {o.shape}.")
     if task is CorpusTask.EXISTS:
         present = rng.random() < 0.5
         if present:
