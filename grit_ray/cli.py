@@ -15,6 +15,7 @@ from grit_ray.config import (
     DataFormat,
     DataSource,
     ModelFamily,
+    PromptTemplate,
     SynthSpec,
     TinyModelSpec,
     config_to_yaml,
@@ -69,6 +70,34 @@ def _cmd_model_tiny(args: argparse.Namespace) -> int:
         shutil.copytree(cached, out, dirs_exist_ok=True)
     kind = "random" if args.random else "pretrained base"
     print(f"wrote the tiny {kind} {family.value} model to {out} (sha256 {directory_digest(out)[:16]})")
+    return 0
+
+
+def _cmd_model_probe(args: argparse.Namespace) -> int:
+    from grit_ray.models.tiny.probe import probe_directory, selection_gate
+
+    report = probe_directory(args.model, n=args.n, threads=args.threads)
+    width = max(len(k) for k in report)
+    for key, value in report.items():
+        print(f"{key:<{width}}  {value:.3f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    if (gate := selection_gate(report)) is not None:
+        print(gate, file=sys.stderr)
+        return 1 if args.gate else 0
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from grit_ray.evaluation.sweep import run_sweep
+
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise ConfigError([f"--seeds {args.seeds!r}: a comma-separated list of integers, e.g. 0,1,2"]) from None
+    load_config(args.config, args.overrides)  # a bad config fails here, not in the first run
+    train_args = (["--config", str(args.config)] if args.config else []) + [a for o in args.overrides for a in ("--set", o)]
+    train_args += ["--steps", str(args.steps)] if args.steps is not None else []
+    run_sweep(Path(args.out), seeds, args.vary, train_args)
+    print(f"sweep: summary in {Path(args.out) / 'summary.md'}, curves in {Path(args.out) / 'accuracy.png'} and giou.png")
     return 0
 
 
@@ -205,6 +234,24 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--random", action="store_true",
                       help="the small untrained model of the plumbing tests (seconds, not minutes)")
     tiny.set_defaults(func=_cmd_model_tiny)
+    probe = model.add_parser("probe", help="what a tiny base model can do on held-out corpus scenes: selection of the "
+                             "named shape, its attention, boxes and direct answers (docs/base_model.md)")
+    probe.add_argument("model", help="the model directory (grit-ray model tiny --out DIR, or a run's final_model)")
+    probe.add_argument("--n", type=int, default=48, help="questions per probe (selection: twice as many)")
+    probe.add_argument("--threads", type=int, default=2)
+    probe.add_argument("--gate", action="store_true", help="exit 1 when selection is below the gate")
+    probe.set_defaults(func=_cmd_model_probe)
+
+    sweep = sub.add_parser("sweep", help="one config over several seeds: every held-out metric as mean and 95%% "
+                           "interval, with curves (docs/results.md)")
+    _add_config_args(sweep)
+    sweep.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    sweep.add_argument("--vary", default="model.tiny.seed",
+                       help="the config key each seed is set to: model.tiny.seed (the base model's build, "
+                            "default) or run.seed (the run's sampling)")
+    sweep.add_argument("--steps", type=int, default=None)
+    sweep.add_argument("--out", required=True, help="directory: one run per seed, summary.md/json, PNGs")
+    sweep.set_defaults(func=_cmd_sweep)
 
     config = sub.add_parser("config", help="configuration").add_subparsers(dest="config_cmd", required=True)
     show = config.add_parser("show", help="validate and print the resolved config")
@@ -251,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--judge", choices=["rule", "openai"], default="rule")
     ev.add_argument("--judge-base-url", default=None)
     ev.add_argument("--judge-model", default=None)
-    ev.add_argument("--prompt", choices=["grit", "direct", "cot"], default="grit")
+    ev.add_argument("--prompt", choices=[t.value for t in PromptTemplate], default="grit",
+                    help="grit (default), direct or cot (the paper's baselines), boxes-first (the tiny base model's cue)")
     ev.add_argument("--workers", type=int, default=1, help="rollout workers (results do not depend on it)")
     ev.add_argument("--max-rows", type=int, default=None)
     ev.add_argument("--no-report", action="store_true", help="skip report.html")

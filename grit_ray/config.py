@@ -64,12 +64,28 @@ class TinyPretrainSpec(Section):
     batch_size: int = Field(16, gt=0, description="corpus samples per step")
     lr: float = Field(1e-3, gt=0.0, description="AdamW peak learning rate (3e-3 collapses onto answer priors)")
     warmup_steps: int = Field(50, ge=0, description="linear warm-up before the cosine decay")
-    single_object_share: float = Field(
-        0.3, ge=0.0, le=1.0,
-        description="first share of the steps: 'where' about one-object scenes (copying a box before matching names)",
+    selection_share: float = Field(
+        0.4, ge=0.0, le=1.0,
+        description="first share of the steps: 'where' only, in contrastive scenes of up to selection_shapes shapes "
+        "(selection is learnt before the rest of the corpus, docs/base_model.md)",
+    )
+    selection_shapes: int = Field(
+        5, ge=1, le=8, description="most shapes in a scene of the selection phase (1: recipe 5's one-object phase, "
+        "which traps the model in boxing any shape)",
     )
     dense_weight: float = Field(
         1.0, ge=0.0, description="weight of the image-token supervision (what shape is where; 0 turns it off)"
+    )
+    attention_weight: float = Field(
+        0.5, ge=0.0, description="weight of the grounding attention: from the positions that write a box, "
+        "attention_heads attend to that box's shape (0 turns it off)",
+    )
+    attention_heads: list[tuple[int, int]] = Field(
+        [(1, 0), (2, 0)], description="(layer, head) pairs the grounding attention supervises"
+    )
+    lr_floor: float = Field(0.1, ge=0.0, le=1.0, description="the cosine decay ends at this share of lr, not at 0")
+    bucket_batches: int = Field(
+        4, gt=0, description="batches drawn at once and sorted by length into batches of like lengths (1: none)"
     )
     threads: int = Field(2, gt=0, description="torch threads while pretraining (the same count gives the same bytes)")
 
@@ -202,13 +218,15 @@ class PromptTemplate(str, enum.Enum):
     GRIT = "grit"
     DIRECT = "direct"
     COT = "cot"
+    BOXES_FIRST = "boxes-first"  # the tiny base model's own cue for a grounded chain (docs/base_model.md)
 
 
 class PromptConfig(Section):
     """How a question becomes a prompt."""
 
     template: PromptTemplate = Field(
-        PromptTemplate.GRIT, description="grit: the published suffix; direct / cot: the paper's baselines"
+        PromptTemplate.GRIT, description="grit: the published suffix; direct / cot: the paper's baselines; boxes-first: the tiny base "
+        "model's own cue for boxes, then 'So: <answer>'"
     )
     max_prompt_tokens: int | None = Field(
         None, gt=0, description="prompt tokens with the image's; null: the family's GRIT limit (750 for Qwen2.5-VL, "

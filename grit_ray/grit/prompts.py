@@ -19,7 +19,23 @@ GRIT_SUFFIX = (
 DIRECT_SUFFIX = "\n"
 COT_SUFFIX = " Think step by step between <think> and </think>, then answer the question after <answer>.\n"
 
-_SUFFIXES = {PromptTemplate.GRIT: GRIT_SUFFIX, PromptTemplate.DIRECT: DIRECT_SUFFIX, PromptTemplate.COT: COT_SUFFIX}
+# The tiny base model's corpus cue for a grounded chain in its own words (not GRIT's format): the boxes
+# it needs, then "So: <answer>" (docs/base_model.md). A baseline row beside GRIT's, never GRIT's prompt.
+BOXES_FIRST_SUFFIX = " Show the boxes first.\n"
+BOXES_FIRST_ANSWER = "So:"
+_SUFFIXES = {PromptTemplate.GRIT: GRIT_SUFFIX, PromptTemplate.DIRECT: DIRECT_SUFFIX, PromptTemplate.COT: COT_SUFFIX,
+             PromptTemplate.BOXES_FIRST: BOXES_FIRST_SUFFIX}
+
+
+def plain_reply_answer(completion: str, template: PromptTemplate) -> str | None:
+    """The answer of a reply outside GRIT's format: a direct reply is its answer, a boxes-first one
+    what follows its last "So:" (the whole reply when it has none); None for the other templates,
+    whose answer follows ``<answer>``."""
+    if template is PromptTemplate.DIRECT:
+        return completion
+    if template is PromptTemplate.BOXES_FIRST:
+        return completion.rsplit(BOXES_FIRST_ANSWER, 1)[-1]
+    return None
 
 
 def user_text(question: str, template: PromptTemplate = PromptTemplate.GRIT) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from grit_ray.config import JudgeFailurePolicy, PromptTemplate
 from grit_ray.grit.grounding import answer_text
-from grit_ray.grit.prompts import user_text
+from grit_ray.grit.prompts import plain_reply_answer, user_text
 from grit_ray.grit.rewards import RewardInput, RewardSet
 from grit_ray.judge.protocol import Judge, JudgeRequest, JudgeResult, JudgeStatus
 from grit_ray.judge.rule import rule_score
@@ -89,8 +89,8 @@ class CompletionScorer:
     async def score(self, item: RewardItem) -> ScoredCompletion:
         started = time.perf_counter()
         ans = answer_text(item.completion)
-        if ans is None and item.template is PromptTemplate.DIRECT:
-            ans = item.completion  # the paper's direct-query baseline: the reply is the answer
+        if ans is None:  # the paper's direct-query baseline: the reply is the answer (boxes-first: after "So:")
+            ans = plain_reply_answer(item.completion, item.template)
         status, error, attempts, cached, judge_score = JudgeStatus.NOT_ASKED, None, 0, False, None
         if ans is not None:
             # as released: the judge sees the whole user text, suffix included

@@ -18,6 +18,7 @@ from grit_ray.config import GritConfig, load_config, save_resolved_config
 from grit_ray.data.rows import PromptSampler, Row, RowRules, RowStream, materialise_sources
 from grit_ray.trainer.checkpoints import (CHECKPOINTS, FINAL_MODEL, latest_checkpoint, load_driver_state,
                                           save_checkpoint)
+from grit_ray.judge.baseline import best_constant_answers, constant_accuracy, constant_line
 from grit_ray.trainer.held_out import eval_line, evaluate
 from grit_ray.trainer.placement import placement
 from grit_ray.trainer.step import Collection, TrainingStep
@@ -206,9 +207,12 @@ def train(cfg: GritConfig, run_dir: Path, resume: bool = False, stop_after: int 
                                keep_through=trainer.step if ckpt is not None else -1)
         closing.callback(logger.close)
         if trainer.eval_rows and trainer.step == 0:  # the base model's numbers: the curve starts where training does
-            base = {"step": 0, **trainer.evaluate(), **trainer.take_faults()}
+            constants = best_constant_answers((r.dataset, r.answer) for r in trainer.eval_rows)
+            base = {"step": 0, **trainer.evaluate(), **trainer.take_faults(),
+                    "eval/constant_accuracy": constant_accuracy(constants)}
             logger.log(base)
             _say(eval_line(base))
+            _say(constant_line(constants) + ": trained accuracy means something above it")
         while trainer.step < cfg.run.steps:
             try:
                 m = trainer.train_step(stop_after)

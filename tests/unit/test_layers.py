@@ -45,6 +45,63 @@ def upward_imports(root: Path) -> list[str]:
     return bad
 
 
+def module_name(path: Path, root: Path) -> str:
+    return ("grit_ray." + ".".join(path.relative_to(root).with_suffix("").parts)).removesuffix(".__init__")
+
+
+def import_targets(path: Path, modules: set[str]) -> set[str]:
+    """The grit_ray modules ``path`` names in its imports (``from pkg import sub`` names pkg.sub when
+    that is a module). The parent packages Python imports on the way are not counted: a package's
+    ``__init__`` re-exporting its modules is not a cycle."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.startswith("grit_ray"):
+            subs = {f"{node.module}.{a.name}" for a in node.names} & modules
+            out |= subs or ({node.module} & modules)
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names} & modules
+    return out
+
+
+def import_cycles(root: Path) -> list[str]:
+    """Every cycle of imports between grit_ray modules (function-level imports count), as
+    'a -> b -> a'; one per strongly connected set of modules."""
+    paths = {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
+    graph = {m: import_targets(p, set(paths)) - {m} for m, p in paths.items()}
+    cycles, state = [], {}
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = "open"
+        for t in sorted(graph[m]):
+            if state.get(t) == "open":
+                cycles.append(" -> ".join(stack[stack.index(t):] + [m, t]) if t in stack else f"{m} -> {t}")
+            elif t not in state:
+                visit(t, stack + [m])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [])
+    return cycles
+
+
+def test_no_import_cycles_inside_a_package():
+    assert import_cycles(PACKAGE) == []
+
+
+def test_an_import_cycle_is_caught(tmp_path):
+    # models/tiny/build imports pretrain, which reaches back into build for a helper
+    pkg = tmp_path / "grit_ray" / "models" / "tiny"
+    pkg.mkdir(parents=True)
+    (pkg.parent / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("from grit_ray.models.tiny.build import build\n")
+    (pkg / "build.py").write_text("from grit_ray.models.tiny.pretrain import pretrain\n")
+    (pkg / "pretrain.py").write_text("def pretrain():\n    from grit_ray.models.tiny import build\n")
+    cycles = import_cycles(tmp_path / "grit_ray")
+    assert cycles == ["grit_ray.models.tiny.build -> grit_ray.models.tiny.pretrain -> grit_ray.models.tiny.build"], cycles
+
+
 def test_every_package_has_a_layer():
     packages = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}

@@ -10,14 +10,15 @@ from PIL import Image
 
 from grit_ray.config import CoordFrame, ModelFamily, PromptTemplate, SynthSpec, TinyModelSpec
 from grit_ray.data.synth import SHAPES, synth_rows
+from grit_ray.data.corpus import CORNERS, GRIT_FORMAT_TASKS, TASK_WEIGHTS, CorpusTask, corpus_sample, in_frame
 from grit_ray.models.tiny import cached_tiny_model
-from grit_ray.models.tiny_pretrain import CORNERS, GRIT_FORMAT_TASKS, CorpusTask, corpus_sample, in_frame
 
 # the wording of GRIT's synthetic training and evaluation questions (grit_ray.data.synth)
 SYNTH_QUESTION = re.compile(r"^(Is the \w+ \w+ (left of|right of|above|below) the \w+ \w+\?"
                             r"|What is (left of|right of|above|below) the \w+ \w+\?"
                             r"|How many \w+( shapes)? are there\?)$")
-RELATION_OR_COUNT = (CorpusTask.COUNT, CorpusTask.RELATE, CorpusTask.SIDE)
+RELATION_OR_COUNT = (CorpusTask.COUNT, CorpusTask.RELATE, CorpusTask.SIDE, CorpusTask.COMPARE, CorpusTask.TALLY,
+                     CorpusTask.CHAIN)
 
 
 def _corpus(n: int, seed: int = 0):
@@ -39,10 +40,43 @@ def test_the_corpus_holds_no_training_or_evaluation_question():
     assert grit_format and {s.task for s in grit_format} <= set(GRIT_FORMAT_TASKS)
     assert not set(GRIT_FORMAT_TASKS) & set(RELATION_OR_COUNT)
     assert all(s.template is PromptTemplate.GRIT for s in grit_format)
-    assert {s.task for s in corpus} == set(CorpusTask)
+    assert {s.task for s in corpus} == {t for t, w in TASK_WEIGHTS.items() if w > 0}
     # the boxes of a GRIT-format thought do not give the answer away: both answers come boxed
     boxed_exists = {s.short_answer for s in grit_format if s.task is CorpusTask.EXISTS and "[" in s.answer}
     assert boxed_exists == {"Yes", "No"}
+
+
+def test_chains_come_under_their_own_cue_in_the_corpus_words_never_in_grit_format():
+    rng = random.Random(7)
+    chains = [corpus_sample(rng, SynthSpec(), task=CorpusTask.CHAIN) for _ in range(300)]
+    assert all(s.template is PromptTemplate.BOXES_FIRST for s in chains)
+    assert not [s for s in chains if SYNTH_QUESTION.match(s.question)]
+    # only chains come under the cue, and the direct prompt is answered in one word or boxes, never a chain
+    corpus = _corpus(2000, seed=9)
+    assert {s.task for s in corpus if s.template is PromptTemplate.BOXES_FIRST} == {CorpusTask.CHAIN}
+    assert not [s for s in corpus if s.template is PromptTemplate.DIRECT and "So:" in s.answer]
+    assert not [s for s in chains if "<think>" in s.answer or "<answer>" in s.answer]
+    for s in chains:  # the boxes first, each of a shape in the picture, then the answer
+        boxes = [tuple(int(v) for v in b) for b in re.findall(r"\[(\d+), (\d+), (\d+), (\d+)\]", s.answer)]
+        assert sorted(boxes) == sorted(s.target_boxes) and set(boxes) <= {o.box for o in s.objects}
+        assert s.answer.endswith(f"So: {s.short_answer}") and s.short_answer in {"Yes", "No", *map(str, range(9))}
+    assert {s.answer.rsplit("So: ", 1)[1] for s in chains} >= {"Yes", "No", "0", "1", "2"}
+
+
+def test_text_comparisons_answer_from_the_boxes_given():
+    from grit_ray.data.synth import RELATIONS
+
+    rng = random.Random(8)
+    words = {"left of": "left of", "right of": "right of", "higher up than": "above", "lower down than": "below"}
+    answers = []
+    for _ in range(300):
+        s = corpus_sample(rng, SynthSpec(), task=CorpusTask.COMPARE)
+        a, b = [tuple(int(v) for v in m) for m in re.findall(r"\[(\d+), (\d+), (\d+), (\d+)\]", s.question)]
+        relation = next(r for w, r in words.items() if f" {w} the " in s.question)
+        assert s.short_answer == ("Yes" if RELATIONS[relation](a, b) else "No")
+        assert not re.search(r"\b(above|below)\b", s.question)  # held out for GRIT training
+        answers.append(s.short_answer)
+    assert 0.4 < answers.count("Yes") / len(answers) < 0.6
 
 
 def test_count_questions_ask_for_every_count_alike():
@@ -86,7 +120,14 @@ def test_the_internvl_corpus_writes_the_same_scenes_in_norm1000():
     for _ in range(300):
         a = corpus_sample(rng_a, SynthSpec())
         b = corpus_sample(rng_b, SynthSpec(), box_frame=CoordFrame.NORM1000)
-        assert (a.task, a.question, a.objects) == (b.task, b.question, b.objects)
+        assert (a.task, a.objects) == (b.task, b.objects)
+        # questions that give boxes in the text give them in the family's frame
+        mask = lambda q: re.sub(r"\[\d+, \d+, \d+, \d+\]", "[box]", q)  # noqa: E731
+        if a.task is CorpusTask.TALLY:  # a listing, read in bands of the frame: the same shapes, maybe reordered
+            assert sorted(re.findall(r"(\w+ \w+) \[", a.question)) == sorted(re.findall(r"(\w+ \w+) \[", b.question))
+        else:
+            assert mask(a.question) == mask(b.question)
+        assert (a.question == b.question) == (a.task not in (CorpusTask.COMPARE, CorpusTask.TALLY) or "[" not in a.question)
         w, h = a.image.size
         assert b.target_boxes == [in_frame(box, w, h, CoordFrame.NORM1000) for box in a.target_boxes]
         assert all(0 <= v <= 1000 for box in b.target_boxes for v in box)
@@ -113,8 +154,9 @@ def test_image_token_targets_mark_the_cell_of_each_shape_centre():
     import torch
 
     from grit_ray.data.synth import COLOURS, SHAPES, Obj
+    from grit_ray.data.corpus import CorpusSample
     from grit_ray.models.tiny import number_sinusoids
-    from grit_ray.models.tiny_pretrain import CorpusSample, image_token_targets
+    from grit_ray.models.tiny.pretrain import image_token_targets
 
     # a 168x140 image: 5 rows x 6 columns of 28-px cells
     red = Obj("red", "circle", (60, 10, 90, 40))  # centre (75, 25): row 0, column 2

@@ -23,7 +23,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -32,8 +31,11 @@ from pathlib import Path
 
 from grit_ray.config import ModelFamily, TinyModelSpec
 from grit_ray.models.family import PIXEL_NUMBER_TOKENS, ModelAdapter
+from grit_ray.models.tiny.numbers import init_number_embeddings
+from grit_ray.models.tiny.pretrain import pretrain
+from grit_ray.models.tiny.probe import format_probe, probe, selection_gate
 
-RECIPE_VERSION = 5  # bump when the builder or the corpus changes: cached base models are rebuilt
+RECIPE_VERSION = 6  # bump when the builder or the corpus changes: cached base models are rebuilt
 
 # A Qwen2-VL style chat template (default system prompt); IMAGE_PART is the family's image placeholder.
 _CHAT_TEMPLATE = r"""{%- for message in messages %}
@@ -129,32 +131,6 @@ def _build_config(spec: TinyModelSpec, tokenizer, adapter: ModelAdapter):
     return adapter.tiny_config(spec, ids, text)
 
 
-def number_sinusoids(values, dim: int, n_numbers: int = PIXEL_NUMBER_TOKENS):
-    """(..., dim) sinusoids of numbers (...): periods 2 to 2K for K number tokens, sines then
-    cosines. The number tokens' initial embeddings, and what pretraining asks image tokens to carry
-    of their object's box."""
-    import torch
-
-    half = dim // 2
-    k = torch.arange(half, dtype=torch.float32)  # (H/2,)
-    period = 2.0 * float(n_numbers) ** (k / max(half - 1, 1))  # (H/2,): 2 .. 2K
-    angle = 2 * math.pi * torch.as_tensor(values, dtype=torch.float32)[..., None] / period  # (..., H/2)
-    return torch.cat([angle.sin(), angle.cos()], dim=-1)
-
-
-def init_number_embeddings(model, tokenizer, n_numbers: int = PIXEL_NUMBER_TOKENS) -> None:
-    """Rows of the input embedding and the LM head for the tokens "0" .. str(K - 1): sinusoids of
-    the number (scaled to the random rows' spread), so that nearby coordinates start close together
-    and a coordinate can be read out as a smooth function of a position feature."""
-    import torch
-
-    vocab = tokenizer.get_vocab()
-    ids = [vocab[str(n)] for n in range(n_numbers)]
-    with torch.no_grad():
-        for weight in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
-            weight[ids] = number_sinusoids(torch.arange(n_numbers), weight.shape[1], n_numbers) * weight.std()
-
-
 @contextlib.contextmanager
 def _torch_threads(n: int):
     import torch
@@ -190,15 +166,16 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None, log
         model = adapter.tiny_model_class()(config).to(torch.float32).eval()
         init_number_embeddings(model, tokenizer, adapter.tiny_number_tokens)
         if spec.pretrain.steps:
-            from grit_ray.models.tiny_pretrain import pretrain, probe
-
             started = time.perf_counter()
             losses = pretrain(model, processor, spec.pretrain, spec.seed, adapter, log=log)
             log(f"base model pretrained in {time.perf_counter() - started:.0f}s")
+            probed = probe(model, processor, spec.seed, adapter)
             report = {"final_loss": round(sum(losses[-100:]) / len(losses[-100:]), 4),
-                      "probe": {k: round(v, 4) for k, v in
-                                probe(model, processor, spec.seed, box_frame=adapter.box_frame).items()}}
-            log("base model probe (held-out scenes): " + ", ".join(f"{k} {v:.3f}" for k, v in report["probe"].items()))
+                      "probe": {k: round(v, 4) if isinstance(v, float) else v for k, v in probed.items()}}
+            log("base model probe (held-out scenes): " + format_probe(report["probe"]))
+            if (gate := selection_gate(report["probe"])) is not None:
+                report["selection_gate"] = gate
+                log(gate)
     placeholder_ids = adapter.forbidden_token_ids(tokenizer)
     model.generation_config = GenerationConfig(
         bos_token_id=config.text_config.bos_token_id,
