@@ -1,7 +1,13 @@
-"""GRIT learns: the default run (`grit-ray train`: the tiny base model of docs/base_model.md, the
-real stack, refill on) evaluates the base model at step 0, raises held-out accuracy and GIoU beyond
-the noise of its 64 rows and the grounded-format rewards to their maxima, and with refill no flat
-group enters an update. The figures it reaches, and what limits them: docs/results.md."""
+"""What GRIT training does to the default base model (`grit-ray train`: the tiny base model of
+docs/base_model.md, the real stack, refill on), on 256 held-out rows.
+
+It asserts what the default run does on the project's machine: held-out accuracy rises beyond the
+noise of its rows, the answer and think/rethink formats reach their maxima, the run prints the best
+constant answer per question kind beside its accuracy, and with refill no flat group enters an
+update. It does not assert GRIT's effect, because the default run does not show it yet: accuracy
+stays below the best constant answer (about 40% on these rows) and GIoU falls, since the base
+model boxes the named shape at chance (docs/base_model.md, "What the base model can do";
+docs/results.md). The reasoning-gain test belongs to the base model that selects."""
 
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from tests.cli_runs import metrics, train
 pytestmark = [pytest.mark.vllm, pytest.mark.ray, pytest.mark.usefixtures("base_model_dir")]
 
 
-def test_the_default_run_raises_heldout_accuracy_giou_and_the_grounded_format(tmp_path):
+def test_the_default_run_raises_heldout_accuracy_and_the_answer_format_and_prints_the_blind_baseline(tmp_path):
     run = tmp_path / "run"
     proc = train("--run-dir", str(run), "--set", "checkpoint.save_final=false", timeout=900)
     rows = metrics(run)
@@ -22,19 +28,20 @@ def test_the_default_run_raises_heldout_accuracy_giou_and_the_grounded_format(tm
     assert base["step"] == 0 and "train/loss" not in base  # the base model's numbers, before any update
     assert "eval @ step 0: accuracy" in proc.stdout and f"eval @ step {last['step']}: accuracy" in proc.stdout
     n = base["eval/rows"]
-    # the base model rarely boxes its thought under GRIT's prompt; the trained one always does
-    assert base["eval/reward/box_format"] < 0.25 and last["eval/reward/box_format"] > 0.45
-    assert last["eval/reward/think_rethink_format"] > 0.48 and last["eval/reward/answer_format"] > 0.45
-    # accuracy rises by more than three standard errors (0 -> 25.0% at every evaluation on this machine:
-    # the answer's form and one yes/no answer, docs/results.md) and does not fall back to the base
-    # model's (a step-40 collapse of the answer form showed at other KL weights)
+    assert n == 256
+    # the blind baseline, printed and logged once, from the same rows
+    assert "best constant answer per question kind:" in proc.stdout
+    assert 0.3 < base["eval/constant_accuracy"] < 0.5
+    # accuracy rises by more than three standard errors at its best evaluation (3.1% -> 14.5% on this
+    # machine) and ends above the base model's by more than one
     accuracy = [r["eval/accuracy"] for r in rows if "eval/accuracy" in r][1:]
     p = max(accuracy)
     assert p - base["eval/accuracy"] > 3 * math.sqrt(p * (1 - p) / n), (base["eval/accuracy"], accuracy)
     assert last["eval/accuracy"] > base["eval/accuracy"] + math.sqrt(p * (1 - p) / n), accuracy
-    # ... and GIoU by more than 0.1 (0.037 -> 0.220 here; recipe 3's base model, whose boxes missed the
-    # shapes, rose by 0.026)
-    assert last["eval/giou"] - base["eval/giou"] > 0.1, (base["eval/giou"], last["eval/giou"])
+    # ... and stays below the constant answer: the gain is the answer's form, not reasoning (docs/results.md)
+    assert p < base["eval/constant_accuracy"], (p, base["eval/constant_accuracy"])
+    assert base["eval/reward/answer_format"] < 0.45 and last["eval/reward/answer_format"] > 0.47
+    assert base["eval/reward/think_rethink_format"] < 0.45 and last["eval/reward/think_rethink_format"] > 0.47
     assert last["eval/reward/mean"] > base["eval/reward/mean"] + 3 * base["eval/reward/std"] / math.sqrt(n)
     trained = rows[1:]
     assert all(r["groups/zero_signal_trained"] == 0 for r in trained)  # refill: every group carries signal

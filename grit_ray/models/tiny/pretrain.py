@@ -165,9 +165,12 @@ class _DenseImageSupervision:
 _BOX = re.compile(r"\[(\d+), (\d+), (\d+), (\d+)\]")  # how the corpus writes a box (data.corpus.box_text)
 
 
-def box_query_positions(encoder: Encoder, s: CorpusSample, prompt_length: int) -> list[tuple[list[int], Obj]]:
+def box_query_positions(encoder: Encoder, s: CorpusSample, prompt_length: int,
+                        choice_only: bool = False) -> list[tuple[list[int], Obj]]:
     """For every box the answer writes: the sequence positions that predict its tokens (the
-    bracket, the numbers, the commas), and the shape it is the box of."""
+    bracket, the numbers, the commas), and the shape it is the box of. ``choice_only``: only those
+    where the shape is chosen, predicting the bracket and the first coordinate; once x1 is written,
+    a head can find the shape whose box starts there by matching the number."""
     w, h = s.image.size
     by_box = {in_frame(o.box, w, h, encoder.box_frame): o for o in s.objects}
     offsets = encoder.tok(s.answer, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
@@ -176,7 +179,8 @@ def box_query_positions(encoder: Encoder, s: CorpusSample, prompt_length: int) -
         obj = by_box.get(tuple(int(v) for v in m.groups()))
         if obj is None:
             continue
-        tokens = [j for j, (a, b) in enumerate(offsets) if a < m.end() and b > m.start()]
+        end = m.end(1) if choice_only else m.end()  # choice: the bracket (maybe with a space before it) and x1
+        tokens = [j for j, (a, b) in enumerate(offsets) if a < end and b > m.start()]
         out.append(([prompt_length + j - 1 for j in tokens], obj))
     return out
 

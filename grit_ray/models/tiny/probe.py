@@ -3,7 +3,7 @@
 Besides the direct probes (boxes, colours, counts, relations, the text-only comparisons) it
 measures *selection*: asked "Where is the X?" in a scene of several shapes, how often the box lands
 on the named shape rather than on another one, and how much more the model's best head attends to
-the named shape than to the others while it writes the box. Grounded reasoning needs selection
+the named shape than to the others where it chooses the box. Grounded reasoning needs selection
 first: a model that boxes an arbitrary shape gives RL nothing to sharpen (docs/base_model.md).
 """
 
@@ -60,9 +60,10 @@ def _selection(model, encoder: Encoder, rng: random.Random, world: SynthSpec, si
 
 
 def named_attention(model, encoder: Encoder, rng: random.Random, world: SynthSpec, n: int) -> tuple[float, float, str]:
-    """Teacher-forced "Where is ...?" answers in 2-4-shape scenes: attention from the positions that
-    write the box to the named shape's image token and (on average) to each other shape's, for the
-    head where their ratio is largest, and that head as "L<layer>h<head>"."""
+    """Teacher-forced "Where is ...?" answers in 2-4-shape scenes: attention from the positions where
+    the box's shape is chosen (those predicting its bracket and first coordinate; later ones can
+    follow the number already written) to the named shape's image token and, on average, to each
+    other shape's, for the head where their ratio is largest, and that head as "L<layer>h<head>"."""
     import torch
 
     samples = [corpus_sample(rng, world, task=CorpusTask.WHERE, box_frame=encoder.box_frame, scene_size=2 + i % 3)
@@ -82,7 +83,7 @@ def named_attention(model, encoder: Encoder, rng: random.Random, world: SynthSpe
     for i, s in enumerate(samples):
         cells = (batch["input_ids"][i] == image_token).nonzero().flatten()
         w, h = s.image.size
-        (positions, obj), = box_query_positions(encoder, s, prompt_lengths[i])
+        (positions, obj), = box_query_positions(encoder, s, prompt_lengths[i], choice_only=True)
         keys = {o: cells[centre_cell(o.box, w, h, grids[i])] for o in s.objects}
         for layer in range(layers):
             a = attentions[layer][i, :, positions]  # (heads, positions, L)
@@ -96,7 +97,8 @@ def named_attention(model, encoder: Encoder, rng: random.Random, world: SynthSpe
 def probe(model, processor, seed: int, adapter: ModelAdapter, n: int = 48,
           world: SynthSpec | None = None) -> dict[str, float | str]:
     """Greedy decoding on held-out corpus scenes: selection (``selection_2``: share of boxes on the
-    named shape of two; ``selection_many``: of 4-8; ``on_shape``: on any shape), the best head's
+    named shape of two, ``on_shape_2`` on either, so chance is half of it; ``selection_many`` and
+    ``on_shape_many``: the same in scenes of 4-8), the best head's
     attention to the named shape against the others, referring IoU, find-every IoU (union of boxes,
     as GRIT's GIoU), the accuracy of the direct answers of ``DIRECT_TASKS``, and of the chains' final
     answers under their cue."""
@@ -106,9 +108,8 @@ def probe(model, processor, seed: int, adapter: ModelAdapter, n: int = 48,
     rng = random.Random(seed + PROBE_SEED_OFFSET)
     out: dict[str, float | str] = {}
     if box_frame is CoordFrame.QWEN_RESIZED:  # boxes compared with the scene's pixel boxes
-        out["selection_2"], on_two = _selection(model, encoder, rng, world, (2,), 2 * n)
-        out["selection_many"], on_many = _selection(model, encoder, rng, world, MANY_SHAPES, 2 * n)
-        out["on_shape"] = (on_two + on_many) / 2
+        out["selection_2"], out["on_shape_2"] = _selection(model, encoder, rng, world, (2,), 2 * n)
+        out["selection_many"], out["on_shape_many"] = _selection(model, encoder, rng, world, MANY_SHAPES, 2 * n)
     out["attention_named"], out["attention_other"], out["attention_head"] = named_attention(
         model, encoder, rng, world, n)
     for task, key in ((CorpusTask.WHERE, "where_iou"), (CorpusTask.FIND, "find_iou")):

@@ -27,7 +27,7 @@ def test_probe_of_an_untrained_model_reports_selection_and_fails_the_gate(tiny_m
     assert main(["model", "probe", str(tiny_model_dir), "--n", "3", "--threads", "1"]) == 0  # says it, exit 0
     out, err = capsys.readouterr()
     keys = {line.split()[0] for line in out.splitlines()}
-    assert {"selection_2", "selection_many", "on_shape", "attention_named", "attention_other", "attention_head",
+    assert {"selection_2", "on_shape_2", "selection_many", "on_shape_many", "attention_named", "attention_other", "attention_head",
             "where_iou", "compare_accuracy", "tally_accuracy"} <= keys
     assert "selection gate:" in err
     assert main(["model", "probe", str(tiny_model_dir), "--n", "3", "--threads", "1", "--gate"]) == 1
@@ -60,6 +60,9 @@ def test_grounding_attention_points_each_box_at_its_shapes_image_token(encoder):
     # the positions predict exactly the tokens of each box, bracket to bracket (the space before it may share a token)
     assert encoder.tok.decode(ids[[p + 1 for p in red_positions]]).strip() == box_text(red.box)
     assert encoder.tok.decode(ids[[p + 1 for p in blue_positions]]).strip() == box_text(blue.box)
+    # ... and where the shape is chosen (the probe's attention): the bracket and the first coordinate
+    (choice, _), _ = box_query_positions(encoder, s, prompt_length, choice_only=True)
+    assert encoder.tok.decode(ids[[p + 1 for p in choice]]).strip() == "[60" and choice == red_positions[:len(choice)]
     # attention that puts everything on the right image token scores ~0; on another token, a large loss
     grounding = GroundingAttention(adapter_for(ModelFamily.QWEN2_5_VL), encoder.tok, [(0, 0)])
     cells = (ids == grounding.image_token_id).nonzero().flatten()
