@@ -1,4 +1,17 @@
-"""The tiny base model's pretraining corpus (docs/base_model.md).
+"""The tiny base model's pretraining corpus (docs/base_model.md): the analogue of what a pretrained
+VLM knows of its world before GRIT training.
+
+Samples are drawn from the synthetic world of ``synth`` (same shapes, colours, backdrop and image
+sizes) with their own seeds. The corpus teaches the model to *see* that world, asked directly:
+where a named shape is (named by its kind, its colour or both, in contrastive scenes), every shape
+of a colour or kind with its box, colours, shapes, existence, counts, relations and sides, captions;
+the two skills a grounded chain needs after its boxes, with the boxes given in the text (comparing
+two boxes, counting the boxes of a listing); and short grounded chains in its own words, under its
+own cue (``PromptTemplate.BOXES_FIRST``). Some kinds (colour, shape, existence, corners) also come
+with GRIT's prompt and an answer in GRIT's format, so the model knows the format the way an
+instruction-tuned VLM does. It never holds GRIT's training or evaluation questions, nor GRIT's
+format with a relation or a count of shapes: RL must teach the model to answer GRIT's questions
+with grounded reasoning (tests/unit/models/test_base_model.py checks both).
 """
 
 from __future__ import annotations

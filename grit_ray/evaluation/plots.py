@@ -29,12 +29,16 @@ def _nice(lo: float, hi: float) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def line_chart(series: dict[str, list[tuple[float, float]]], title: str, out: Path, y_label: str = "") -> Path:
-    """Lines on a white canvas with axes, ticks, a title and a legend."""
+def line_chart(series: dict[str, list[tuple[float, float]]], title: str, out: Path, y_label: str = "",
+               bands: dict[str, list[tuple[float, float, float]]] | None = None) -> Path:
+    """Lines on a white canvas with axes, ticks, a title and a legend; ``bands`` (name -> (x, low,
+    high) points) shades an interval around the line of the same name."""
     img = Image.new("RGB", (W, H), "white")
-    d = ImageDraw.Draw(img)
+    d = ImageDraw.Draw(img, "RGBA")
     font = ImageFont.load_default()
-    points = [p for pts in series.values() for p in pts]
+    bands = bands or {}
+    points = [p for pts in series.values() for p in pts] + [(x, v) for pts in bands.values() for x, lo, hi in pts
+                                                             for v in (lo, hi)]
     x0, x1 = (min(p[0] for p in points), max(p[0] for p in points)) if points else (0, 1)
     y0, y1 = _nice(min(p[1] for p in points), max(p[1] for p in points)) if points else (0, 1)
     x1 = x1 if x1 > x0 else x0 + 1
@@ -58,6 +62,10 @@ def line_chart(series: dict[str, list[tuple[float, float]]], title: str, out: Pa
     d.text((PAD_L, 12), title + (f"  ({y_label})" if y_label else ""), fill="#000", font=font)
     for i, (name, pts) in enumerate(series.items()):
         c = PALETTE[i % len(PALETTE)]
+        if len(band := bands.get(name, [])) > 1:
+            rgb = tuple(int(c.lstrip("#")[k:k + 2], 16) for k in (0, 2, 4))
+            d.polygon([to_px(x, hi) for x, _, hi in band] + [to_px(x, lo) for x, lo, _ in reversed(band)],
+                      fill=(*rgb, 50))
         px = [to_px(x, y) for x, y in pts]
         if len(px) > 1:
             d.line(px, fill=c, width=2)

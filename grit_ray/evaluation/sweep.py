@@ -17,10 +17,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
-
-from grit_ray.evaluation.plots import read_metrics
-from grit_ray.evaluation.report import PALETTE
+from grit_ray.evaluation.plots import line_chart, read_metrics
 
 # two-sided 95% quantiles of Student's t for 1..10 degrees of freedom; past that, 1.96 is close enough
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
@@ -75,48 +72,15 @@ def summary_table(summary: dict[str, dict[int, Interval]], metrics: list[str]) -
 
 
 def band_chart(summary: dict[str, dict[int, Interval]], metrics: list[str], title: str, out: Path) -> Path:
-    """Mean curves over seeds, each with its 95% band, on one canvas (Pillow, like grit-ray plot)."""
-    W, H, L, R, T, B = 900, 420, 70, 210, 40, 45
-    img = Image.new("RGB", (W, H), "white")
-    d = ImageDraw.Draw(img, "RGBA")
-    font = ImageFont.load_default()
-    series = {k: summary[k] for k in metrics if k in summary}
-    xs = [s for steps in series.values() for s in steps] or [0, 1]
-    ys = [v for steps in series.values() for i in steps.values() for v in (i.low, i.high)] or [0, 1]
-    x0, x1 = min(xs), max(max(xs), min(xs) + 1)
-    y0, y1 = min(ys + [0.0]), max(ys + [1e-9])
-    y1 += (y1 - y0) * 0.05
-    pw, ph = W - L - R, H - T - B
-
-    def px(x: float, y: float) -> tuple[float, float]:
-        return L + (x - x0) / (x1 - x0) * pw, T + (1 - (y - y0) / (y1 - y0)) * ph
-
-    d.rectangle([L, T, L + pw, T + ph], outline="#888")
-    for i in range(6):
-        y = y0 + (y1 - y0) * i / 5
-        d.line([L, px(x0, y)[1], L + pw, px(x0, y)[1]], fill="#eee")
-        d.text((4, px(x0, y)[1] - 6), f"{y:.3g}", fill="#333", font=font)
-    for s in sorted(set(xs)):
-        d.text((px(s, y0)[0] - 6, T + ph + 8), f"{s}", fill="#333", font=font)
-    d.text((L + pw / 2 - 12, H - 18), "step", fill="#333", font=font)
-    d.text((L, 12), title, fill="#000", font=font)
-    for n, (key, steps) in enumerate(series.items()):
-        colour = PALETTE[n % len(PALETTE)]
-        rgb = tuple(int(colour.lstrip("#")[k:k + 2], 16) for k in (0, 2, 4))
-        upper = [px(s, i.high) for s, i in steps.items()]
-        lower = [px(s, i.low) for s, i in reversed(steps.items())]
-        if len(upper) > 1:
-            d.polygon(upper + lower, fill=(*rgb, 50))
-            d.line([px(s, i.mean) for s, i in steps.items()], fill=colour, width=2)
-        for s, i in steps.items():
-            x, y = px(s, i.mean)
-            d.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-        ly = T + 14 * n
-        d.line([W - R + 10, ly + 6, W - R + 30, ly + 6], fill=colour, width=3)
-        d.text((W - R + 35, ly), key, fill="#000", font=font)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    img.save(out)
-    return out
+    """Mean curves over seeds, each with its 95% band (``grit-ray plot``'s chart). A metric logged at
+    one step only (the constant-answer baseline, at step 0) is drawn as a level line across them."""
+    shown = {k: summary[k] for k in metrics if k in summary}
+    steps = sorted({s for v in shown.values() for s in v})
+    levels = {k: {s: next(iter(v.values())) for s in steps} for k, v in shown.items() if len(v) == 1}
+    shown.update(levels)
+    series = {k: [(s, i.mean) for s, i in v.items()] for k, v in shown.items()}
+    bands = {k: [(s, i.low, i.high) for s, i in v.items()] for k, v in shown.items()}
+    return line_chart(series, title, out, bands=bands)
 
 
 def run_sweep(out_dir: Path, seeds: list[int], vary: str, train_args: list[str], log=print) -> dict:
