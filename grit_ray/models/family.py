@@ -137,7 +137,7 @@ class ModelAdapter(abc.ABC):
                     return getattr(owner, name)
         return None
 
-    # -- the tiny offline model (grit_ray/models/tiny.py): the family's parts of it -------------
+    # -- the tiny offline model (grit_ray/models/tiny/): the family's parts of it -------------
 
     tiny_special_tokens: ClassVar[tuple[str, ...]]  # in id order, after the BPE vocabulary; the first pads
     tiny_named_tokens: ClassVar[dict[str, str]] = {}  # tokenizer attributes the family's processor reads

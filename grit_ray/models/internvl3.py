@@ -92,7 +92,7 @@ class InternVL3Adapter(ModelAdapter):
         by_image = dict(zip(distinct, torch.split(features, [tiles[r] for r in distinct])))
         return self.with_image_features(inputs, torch.cat([by_image[r] for r in image_of_row]))  # row order
 
-    # -- the tiny offline model (grit_ray/models/tiny.py) ---------------------------------------
+    # -- the tiny offline model (grit_ray/models/tiny/) ---------------------------------------
 
     tiny_special_tokens = tuple(TINY_SPECIAL_TOKENS)
     tiny_named_tokens = TINY_NAMED_TOKENS

@@ -63,7 +63,7 @@ class Qwen25VLAdapter(ModelAdapter):
         by_row = dict(zip(distinct, features))
         return self.with_image_features(inputs, [by_row[r] for r in image_of_row])
 
-    # -- the tiny offline model (grit_ray/models/tiny.py) ---------------------------------------
+    # -- the tiny offline model (grit_ray/models/tiny/) ---------------------------------------
 
     tiny_special_tokens = TINY_SPECIAL_TOKENS
     tiny_image_part = "<|vision_start|><|image_pad|><|vision_end|>"

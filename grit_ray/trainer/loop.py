@@ -16,9 +16,9 @@ from typing import Any
 
 from grit_ray.config import GritConfig, load_config, save_resolved_config
 from grit_ray.data.rows import PromptSampler, Row, RowRules, RowStream, materialise_sources
+from grit_ray.judge.baseline import best_constant_answers, constant_accuracy, constant_line
 from grit_ray.trainer.checkpoints import (CHECKPOINTS, FINAL_MODEL, latest_checkpoint, load_driver_state,
                                           save_checkpoint)
-from grit_ray.judge.baseline import best_constant_answers, constant_accuracy, constant_line
 from grit_ray.trainer.held_out import eval_line, evaluate
 from grit_ray.trainer.placement import placement
 from grit_ray.trainer.step import Collection, TrainingStep

@@ -8,9 +8,11 @@ run and the tests. What differs between the families comes from their adapters (
   image processor sized to the synthetic world's images (Qwen: kept at their size, up to 168x168
   = 36 image tokens; InternVL: one 168-px tile, 36 features). Number tokens start from sinusoidal
   embeddings of their value, so nearby coordinates start out similar.
-- The base model: the same network pretrained briefly on a synthetic corpus (``tiny_pretrain``):
-  it grounds, names, counts and compares the shapes when asked in its own words, but has never
-  seen GRIT's VSR- and TallyQA-style questions nor GRIT's format for them (docs/base_model.md).
+- The base model: the same network pretrained briefly on a synthetic corpus (``data.corpus``,
+  ``models.tiny.pretrain``), then probed (``models.tiny.probe``): it copies boxes, counts boxes
+  given in the text and knows GRIT's format from other questions, but has never seen GRIT's VSR-
+  and TallyQA-style questions nor GRIT's format for them (docs/base_model.md, which also says what
+  it cannot do yet: box the shape a question names).
   ``TinyModelSpec.plumbing()`` is the small random model of the tests.
 
 The directory loads with the transformers Auto classes and with vLLM; the same spec and seed give
