@@ -8,6 +8,7 @@ write a box, chosen heads attend to the shape the box belongs to).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import re
@@ -16,9 +17,9 @@ from collections.abc import Callable
 
 from grit_ray.config import CoordFrame, SynthSpec, TinyPretrainSpec
 from grit_ray.data.corpus import (
-    SELECTION_PHASE_WEIGHTS,
     MAX_OBJECTS,
     PRETRAIN_SEED_OFFSET,
+    SELECTION_PHASE_WEIGHTS,
     TASK_WEIGHTS,
     CorpusSample,
     corpus_sample,
@@ -52,7 +53,7 @@ class Encoder:
         return self.tok.encode(s.answer, add_special_tokens=False) + [self.end_id]
 
 
-def _batch(encoder: Encoder, samples: list[CorpusSample]) -> tuple[dict, list[int]]:
+def corpus_batch(encoder: Encoder, samples: list[CorpusSample]) -> tuple[dict, list[int]]:
     """The padded batch (loss on the assistant turns) and each row's prompt length."""
     import torch
 
@@ -162,6 +163,18 @@ class _DenseImageSupervision:
         return loss
 
 
+@contextlib.contextmanager
+def eager_attention(model):
+    """The model's attention run eagerly, so that a forward returns its weights (sdpa returns none);
+    the implementation it had is restored after."""
+    before = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
+
+
 _BOX = re.compile(r"\[(\d+), (\d+), (\d+), (\d+)\]")  # how the corpus writes a box (data.corpus.box_text)
 
 
@@ -215,7 +228,7 @@ class GroundingAttention:
         return torch.stack(terms).mean() if terms else None
 
 
-def _samples(rng: random.Random, spec: TinyPretrainSpec, world: SynthSpec, adapter: ModelAdapter, encoder: Encoder):
+def _samples(rng: random.Random, spec: TinyPretrainSpec, world: SynthSpec, adapter: ModelAdapter):
     """The steps' batches: ``spec.bucket_batches`` batches drawn at a time, sorted by length into
     batches of like lengths (less padding), in a random order. The selection phase (``selection_share``
     of the steps) asks "where" only, in scenes of up to ``selection_shapes`` shapes."""
@@ -227,6 +240,7 @@ def _samples(rng: random.Random, spec: TinyPretrainSpec, world: SynthSpec, adapt
         drawn = [corpus_sample(rng, world, spec.selection_shapes if first else MAX_OBJECTS, box_frame=adapter.box_frame,
                                weights=SELECTION_PHASE_WEIGHTS if first else TASK_WEIGHTS)
                  for _ in range(n * spec.batch_size)]
+        # length in characters, an image token (28x28 px) counted as about four characters of text
         drawn.sort(key=lambda x: len(x.question) + len(x.answer) + x.image.size[0] * x.image.size[1] // 784 * 4)
         batches = [drawn[k * spec.batch_size:(k + 1) * spec.batch_size] for k in range(n)]
         rng.shuffle(batches)
@@ -251,11 +265,10 @@ def pretrain(model, processor, spec: TinyPretrainSpec, seed: int, adapter: Model
         raise ValueError(f"model.tiny.pretrain.attention_heads: {bad} not in a {text.num_hidden_layers}-layer, "
                          f"{text.num_attention_heads}-head text model")
     grounding = GroundingAttention(adapter, encoder.tok, heads) if heads else None
-    attn_before = model.config._attn_implementation
+    attention_mode = contextlib.ExitStack()
     if grounding is not None:
-        model.set_attn_implementation("eager")  # attention weights out of the forward (sdpa returns none)
-    dense = _DenseImageSupervision(model, adapter, model.config.get_text_config().hidden_size) \
-        if spec.dense_weight > 0 else None
+        attention_mode.enter_context(eager_attention(model))
+    dense = _DenseImageSupervision(model, adapter, text.hidden_size) if spec.dense_weight > 0 else None
     params = list(model.parameters()) + (list(dense.readout.parameters()) if dense else [])
     opt = torch.optim.AdamW(params, lr=spec.lr, betas=(0.9, 0.98), weight_decay=0.0)
 
@@ -268,10 +281,10 @@ def pretrain(model, processor, spec: TinyPretrainSpec, seed: int, adapter: Model
     started = time.perf_counter()
     model.train()
     try:
-        for step, samples in enumerate(_samples(rng, spec, world, adapter, encoder)):
+        for step, samples in enumerate(_samples(rng, spec, world, adapter)):
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
-            batch, prompt_lengths = _batch(encoder, samples)
+            batch, prompt_lengths = corpus_batch(encoder, samples)
             out = model(**batch, use_cache=False, output_attentions=grounding is not None)
             loss = out.loss
             total = loss
@@ -299,7 +312,7 @@ def pretrain(model, processor, spec: TinyPretrainSpec, seed: int, adapter: Model
     finally:
         if dense is not None:
             dense.close()
-        model.set_attn_implementation(attn_before)
+        attention_mode.close()
         model.eval()
     return losses
 

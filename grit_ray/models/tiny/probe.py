@@ -17,7 +17,7 @@ from grit_ray.data.corpus import PROBE_SEED_OFFSET, CorpusSample, CorpusTask, co
 from grit_ray.grit.grounding import find_boxes
 from grit_ray.grit.metrics import union_iou
 from grit_ray.models.family import ModelAdapter
-from grit_ray.models.tiny.pretrain import Encoder, _batch, box_query_positions, centre_cell
+from grit_ray.models.tiny.pretrain import Encoder, box_query_positions, centre_cell, corpus_batch, eager_attention
 
 # What GRIT training needs of selection on two-shape scenes: below it, the boxes of a relation's two
 # shapes are right together too rarely for a chain to beat a constant answer (docs/base_model.md)
@@ -68,14 +68,9 @@ def named_attention(model, encoder: Encoder, rng: random.Random, world: SynthSpe
 
     samples = [corpus_sample(rng, world, task=CorpusTask.WHERE, box_frame=encoder.box_frame, scene_size=2 + i % 3)
                for i in range(n)]
-    batch, prompt_lengths = _batch(encoder, samples)
-    before = model.config._attn_implementation
-    model.set_attn_implementation("eager")
-    try:
-        with torch.no_grad():
-            attentions = model(**batch, use_cache=False, output_attentions=True).attentions
-    finally:
-        model.set_attn_implementation(before)
+    batch, prompt_lengths = corpus_batch(encoder, samples)
+    with eager_attention(model), torch.no_grad():
+        attentions = model(**batch, use_cache=False, output_attentions=True).attentions
     image_token = encoder.tok.convert_tokens_to_ids(encoder.adapter.image_pad_token)
     grids = encoder.adapter.image_token_grids(batch)
     layers, heads = len(attentions), attentions[0].shape[1]

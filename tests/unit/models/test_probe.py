@@ -46,14 +46,14 @@ def encoder(tiny_model_dir):
 def test_grounding_attention_points_each_box_at_its_shapes_image_token(encoder):
     import torch
 
-    from grit_ray.models.tiny.pretrain import GroundingAttention, _batch, box_query_positions
+    from grit_ray.models.tiny.pretrain import GroundingAttention, box_query_positions, corpus_batch
 
     red = Obj("red", "circle", (60, 10, 90, 40))  # centre (75, 25) of a 168x140 image: row 0, column 2 of 5x6
     blue = Obj("blue", "triangle", (0, 112, 30, 140))  # centre (15, 126): row 4, column 0
     answer = f"red circle {box_text(red.box)}, blue triangle {box_text(blue.box)}"
     s = CorpusSample(Image.new("RGB", (168, 140)), [red, blue], CorpusTask.LIST, PromptTemplate.DIRECT,
                      "List the shapes.", answer, [red.box, blue.box], answer)
-    batch, (prompt_length,) = _batch(encoder, [s])
+    batch, (prompt_length,) = corpus_batch(encoder, [s])
     (red_positions, red_obj), (blue_positions, blue_obj) = box_query_positions(encoder, s, prompt_length)
     assert (red_obj, blue_obj) == (red, blue)
     ids = batch["input_ids"][0]
