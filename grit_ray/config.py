@@ -65,7 +65,7 @@ class TinyPretrainSpec(Section):
     lr: float = Field(1e-3, gt=0.0, description="AdamW peak learning rate (3e-3 collapses onto answer priors)")
     warmup_steps: int = Field(50, ge=0, description="linear warm-up before the cosine decay")
     selection_share: float = Field(
-        0.4, ge=0.0, le=1.0,
+        0.25, ge=0.0, le=1.0,
         description="first share of the steps: 'where' only, in contrastive scenes of up to selection_shapes shapes "
         "(selection is learnt before the rest of the corpus, docs/base_model.md)",
     )

@@ -6,9 +6,10 @@ sizes) with their own seeds. The corpus teaches the model to *see* that world, a
 where a named shape is (named by its kind, its colour or both, in contrastive scenes), every shape
 of a colour or kind with its box, colours, shapes, existence, counts, relations and sides, captions;
 the two skills a grounded chain needs after its boxes, with the boxes given in the text (comparing
-two boxes, counting the boxes of a listing); and short grounded chains in its own words, under its
-own cue (``PromptTemplate.BOXES_FIRST``). Some kinds (colour, shape, existence, corners) also come
-with GRIT's prompt and an answer in GRIT's format, so the model knows the format the way an
+two boxes, worked through the two coordinates the relation compares; counting the boxes of a
+listing); and short grounded chains in its own words, under its own cue
+(``PromptTemplate.BOXES_FIRST``). Some kinds (colour, shape, existence, corners) also come with
+GRIT's prompt and an answer in GRIT's format, so the model knows the format the way an
 instruction-tuned VLM does. It never holds GRIT's training or evaluation questions, nor GRIT's
 format with a relation or a count of shapes: RL must teach the model to answer GRIT's questions
 with grounded reasoning (tests/unit/models/test_base_model.py checks both).
@@ -45,18 +46,19 @@ class CorpusTask(str, enum.Enum):
     CAPTION = "caption"  # "Describe the image." -> "A red circle and a blue square."
     CORNERS = "corners"  # "How many corners does the red one have?" -> "3" (a triangle; a square 4, a circle 0)
     # the two skills a grounded chain needs after its boxes, with the boxes given in the text
-    COMPARE = "compare"  # "The red circle is at [..] and the blue square at [..]. Is the red circle left of the blue square?"
+    COMPARE = "compare"  # "The red circle is at [..] and the blue square at [..]. Is the red circle left of the
+    #                      blue square? Show the boxes first." -> "40 < 62. So: Yes" (under the cue: worked)
     TALLY = "tally"  # "Count the boxes: red circle [..], red square [..]." -> "2"
     # both in one answer, under a cue of the corpus's own (never GRIT's prompt or format): boxes, then the answer
     CHAIN = "chain"  # "Is the red circle to the left of the blue square? Show the boxes first." ->
-    #                  "The red circle is at [..]. The blue square is at [..]. So: Yes"
+    #                  "The red circle is at [..]. The blue square is at [..]. 40 < 62. So: Yes"
 
 
 # sampling weights: selection dominates (every grounded chain starts by picking out the named shapes)
 TASK_WEIGHTS = {CorpusTask.WHERE: 5, CorpusTask.FIND: 2, CorpusTask.LIST: 1, CorpusTask.COLOUR: 1,
                 CorpusTask.SHAPE: 1, CorpusTask.EXISTS: 2, CorpusTask.COUNT: 2, CorpusTask.RELATE: 2,
-                CorpusTask.SIDE: 1, CorpusTask.CAPTION: 1, CorpusTask.CORNERS: 2, CorpusTask.COMPARE: 3,
-                CorpusTask.TALLY: 2, CorpusTask.CHAIN: 3}
+                CorpusTask.SIDE: 1, CorpusTask.CAPTION: 1, CorpusTask.CORNERS: 2, CorpusTask.COMPARE: 6,
+                CorpusTask.TALLY: 2, CorpusTask.CHAIN: 6}
 # scene sizes (shapes) of the non-counting tasks, 1..MAX_OBJECTS: mostly the 2-4 shapes where
 # naming one matters, up to the crowded scenes of the evaluation's counting rows
 SCENE_SIZE_WEIGHTS = (1, 3, 3, 3, 2, 1, 1, 1)
@@ -68,11 +70,16 @@ MAX_COUNT = 4  # count questions ask for 0..4 targets, uniformly
 # corners: a number answered in GRIT's format that counts no shapes, so that a number can follow
 # <answer> at all (GRIT's format is never shown with a count of shapes: docs/base_model.md)
 GRIT_FORMAT_TASKS = (CorpusTask.COLOUR, CorpusTask.SHAPE, CorpusTask.EXISTS, CorpusTask.CORNERS)
+WORKED_TASKS = (CorpusTask.COMPARE, CorpusTask.CHAIN)  # answered step by step, "So: <answer>" last, under the cue
 CORNERS = {"square": 4, "circle": 0, "triangle": 3}
 PRESENT_SHARE = 0.8  # find asks mostly about colours and kinds in the picture ("none" is the easy guess)
 # the relations of COMPARE in the data's words, but for "above"/"below": those two stay held out
 # for GRIT training to generalise to (docs/base_model.md)
 COMPARE_WORDS = {"left of": "left of", "right of": "right of", "above": "higher up than", "below": "lower down than"}
+# the coordinates (of a's box, of b's) that each of synth.RELATIONS compares: "a left of b" is a.x2 < b.x1.
+# A comparison is worked through them ("40 < 62"): the tiny model learns to copy one coordinate and to
+# compare two numbers side by side, but not both in one step (docs/base_model.md, "Why this recipe", recipe 7)
+RELATION_COORDINATES = {"left of": (2, 0), "right of": (0, 2), "above": (3, 1), "below": (1, 3)}
 # the corpus's own wording of synth.RELATIONS ("entirely", as there)
 RELATION_WORDS = {"left of": "to the left of", "right of": "to the right of", "above": "higher up than",
                   "below": "lower down than"}
@@ -134,6 +141,13 @@ def _balanced_relation(rng: random.Random, named: list[Obj]) -> tuple[Obj, Obj, 
     return rng.choice([q for q in asked if q[3] == want] or asked)
 
 
+def worked_comparison(a_box, b_box, relation: str) -> str:
+    """The two coordinates ``relation`` compares and their order: "40 < 62" ("=" when equal)."""
+    i, j = RELATION_COORDINATES[relation]
+    x, y = a_box[i], b_box[j]
+    return f"{x} {'<' if x < y else '>' if x > y else '='} {y}"
+
+
 def _ask(rng: random.Random, objs: list[Obj], task: CorpusTask) -> _Asked | None:
     """The question of ``task`` about this scene and its answers, or None when the scene cannot pose it."""
     if task is CorpusTask.WHERE:
@@ -145,13 +159,15 @@ def _ask(rng: random.Random, objs: list[Obj], task: CorpusTask) -> _Asked | None
             return None
         o, ref = rng.choice(refs)
         return _Asked(f"Where is {ref}?", box_text(o.box), [o.box])
-    if task is CorpusTask.COMPARE:  # two boxes given in the text: the relation read from the numbers alone
+    if task is CorpusTask.COMPARE:  # two boxes given in the text: the relation worked from their numbers alone
         named = unique_by(objs, lambda o: o.name)
         if len(named) < 2:
             return None
         a, b, relation, holds = _balanced_relation(rng, named)
+        word = "Yes" if holds else "No"
         return _Asked(f"The {a.name} is at {box_text(a.box)} and the {b.name} at {box_text(b.box)}. "
-                      f"Is the {a.name} {COMPARE_WORDS[relation]} the {b.name}?", "Yes" if holds else "No", [])
+                      f"Is the {a.name} {COMPARE_WORDS[relation]} the {b.name}?",
+                      f"{worked_comparison(a.box, b.box, relation)}. So: {word}", [], short=word)
     if task is CorpusTask.TALLY:  # boxes given in the text, counted
         by_colour = rng.random() < 0.5
         key = rng.choice(list(COLOURS)) if by_colour else rng.choice(SHAPES)
@@ -187,7 +203,8 @@ def _ask(rng: random.Random, objs: list[Obj], task: CorpusTask) -> _Asked | None
             a, b, relation, holds = _balanced_relation(rng, named)
             return _Asked(f"Is the {a.name} {RELATION_WORDS[relation]} the {b.name}?",
                           f"The {a.name} is at {box_text(a.box)}. The {b.name} is at {box_text(b.box)}. "
-                          f"So: {'Yes' if holds else 'No'}", [a.box, b.box], short="Yes" if holds else "No")
+                          f"{worked_comparison(a.box, b.box, relation)}. So: {'Yes' if holds else 'No'}",
+                          [a.box, b.box], short="Yes" if holds else "No")
         by_colour = rng.random() < 0.5
         key = rng.choice(list(COLOURS)) if by_colour else rng.choice(SHAPES)
         hits = [o for o in objs if (o.colour if by_colour else o.shape) == key]
@@ -295,8 +312,9 @@ def corpus_sample(rng: random.Random, world: SynthSpec, max_objects: int = MAX_O
             asked = _ask(rng, [replace(o, box=in_frame(o.box, w, h, box_frame)) for o in objs], kind)
         if (objs or kind is CorpusTask.COUNT) and asked is not None:
             break
-    # chains come under their own cue (grit.prompts.BOXES_FIRST_SUFFIX), never under the direct prompt
-    template = PromptTemplate.BOXES_FIRST if kind is CorpusTask.CHAIN else PromptTemplate.DIRECT
+    # chains and worked comparisons come under their own cue (grit.prompts.BOXES_FIRST_SUFFIX), never
+    # under the direct prompt, which is answered in a word or boxes
+    template = PromptTemplate.BOXES_FIRST if kind in WORKED_TASKS else PromptTemplate.DIRECT
     answer = asked.answer
     if kind in GRIT_FORMAT_TASKS and rng.random() < GRIT_FORMAT_SHARE:
         template = PromptTemplate.GRIT

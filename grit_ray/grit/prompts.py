@@ -44,5 +44,6 @@ def user_text(question: str, template: PromptTemplate = PromptTemplate.GRIT) -> 
 
 
 def chat_messages(question: str, template: PromptTemplate = PromptTemplate.GRIT) -> list[dict[str, Any]]:
-    """One user turn: the image, then the question with the template's suffix."""
+    """One user turn: the image, then the question with the template's suffix (the model's chat
+    template lays the parts out: the tiny base models' puts the text first, docs/base_model.md)."""
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": user_text(question, template)}]}]

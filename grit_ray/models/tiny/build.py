@@ -37,17 +37,18 @@ from grit_ray.models.tiny.numbers import init_number_embeddings
 from grit_ray.models.tiny.pretrain import pretrain
 from grit_ray.models.tiny.probe import format_probe, probe, selection_gate
 
-RECIPE_VERSION = 6  # bump when the builder or the corpus changes: cached base models are rebuilt
+RECIPE_VERSION = 7  # bump when the builder or the corpus changes: cached base models are rebuilt
 
 # A Qwen2-VL style chat template (default system prompt); IMAGE_PART is the family's image placeholder.
+# A user turn's text comes before its images, whatever the order of its parts: the image tokens then
+# see the question (causal attention), so a shape's own token can tell whether it is the one named,
+# and picking it out is one step instead of two (docs/base_model.md, "Why this recipe", recipe 7).
 _CHAT_TEMPLATE = r"""{%- for message in messages %}
 {%- if loop.first and message['role'] != 'system' %}{{- '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{%- endif %}
 {{- '<|im_start|>' + message['role'] + '\n' }}
 {%- if message['content'] is string %}{{- message['content'] }}
-{%- else %}{%- for part in message['content'] %}
-{%- if part['type'] == 'image' %}{{- 'IMAGE_PART' }}
-{%- elif part['type'] == 'text' %}{{- part['text'] }}{%- endif %}
-{%- endfor %}{%- endif %}
+{%- else %}{%- for part in message['content'] if part['type'] == 'text' %}{{- part['text'] }}{%- endfor %}
+{%- for part in message['content'] if part['type'] == 'image' %}{{- 'IMAGE_PART' }}{%- endfor %}{%- endif %}
 {{- '<|im_end|>\n' }}
 {%- endfor %}
 {%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"""

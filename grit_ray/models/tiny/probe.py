@@ -13,7 +13,7 @@ import random
 from dataclasses import replace
 
 from grit_ray.config import CoordFrame, PromptTemplate, SynthSpec
-from grit_ray.data.corpus import PROBE_SEED_OFFSET, CorpusSample, CorpusTask, corpus_sample
+from grit_ray.data.corpus import PROBE_SEED_OFFSET, WORKED_TASKS, CorpusSample, CorpusTask, corpus_sample
 from grit_ray.grit.grounding import find_boxes
 from grit_ray.grit.metrics import union_iou
 from grit_ray.models.family import ModelAdapter
@@ -25,7 +25,7 @@ SELECTION_GATE = 0.6
 MANY_SHAPES = (4, 5, 6, 7, 8)
 ON_SHAPE_IOU = 0.3  # a box "lands on" the shape it overlaps most when their IoU is above this
 DIRECT_TASKS = (CorpusTask.COLOUR, CorpusTask.SHAPE, CorpusTask.EXISTS, CorpusTask.COUNT, CorpusTask.RELATE,
-                CorpusTask.SIDE, CorpusTask.CORNERS, CorpusTask.COMPARE, CorpusTask.TALLY)
+                CorpusTask.SIDE, CorpusTask.CORNERS, CorpusTask.TALLY)
 
 
 def _generate(model, encoder: Encoder, s: CorpusSample, max_new_tokens: int) -> str:
@@ -95,8 +95,8 @@ def probe(model, processor, seed: int, adapter: ModelAdapter, n: int = 48,
     named shape of two, ``on_shape_2`` on either, so chance is half of it; ``selection_many`` and
     ``on_shape_many``: the same in scenes of 4-8), the best head's
     attention to the named shape against the others, referring IoU, find-every IoU (union of boxes,
-    as GRIT's GIoU), the accuracy of the direct answers of ``DIRECT_TASKS``, and of the chains' final
-    answers under their cue."""
+    as GRIT's GIoU), the accuracy of the direct answers of ``DIRECT_TASKS``, and of the final answers of
+    ``WORKED_TASKS`` under their cue."""
     world = world or SynthSpec()
     encoder = Encoder(processor, adapter)
     box_frame = adapter.box_frame
@@ -123,11 +123,12 @@ def probe(model, processor, seed: int, adapter: ModelAdapter, n: int = 48,
             direct = replace(s, template=PromptTemplate.DIRECT, answer=s.short_answer)
             right += _generate(model, encoder, direct, 8).strip() == s.short_answer
         out[f"{task.value}_accuracy"] = right / n
-    right = 0  # the chains, under their own cue: boxes first, then "So: <answer>"
-    for _ in range(n):
-        s = corpus_sample(rng, world, task=CorpusTask.CHAIN, box_frame=box_frame)
-        right += _generate(model, encoder, s, 64).rsplit("So:", 1)[-1].strip() == s.short_answer
-    out["chain_accuracy"] = right / n
+    for task in WORKED_TASKS:  # under their own cue: the boxes or the comparison first, then "So: <answer>"
+        right = 0
+        for _ in range(n):
+            s = corpus_sample(rng, world, task=task, box_frame=box_frame)
+            right += _generate(model, encoder, s, 64).rsplit("So:", 1)[-1].strip() == s.short_answer
+        out[f"{task.value}_accuracy"] = right / n
     return out
 
 

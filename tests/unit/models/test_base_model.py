@@ -10,7 +10,17 @@ from PIL import Image
 
 from grit_ray.config import CoordFrame, ModelFamily, PromptTemplate, SynthSpec, TinyModelSpec
 from grit_ray.data.synth import SHAPES, synth_rows
-from grit_ray.data.corpus import CORNERS, GRIT_FORMAT_TASKS, TASK_WEIGHTS, CorpusTask, corpus_sample, in_frame
+from grit_ray.data.corpus import (
+    CORNERS,
+    GRIT_FORMAT_TASKS,
+    RELATION_COORDINATES,
+    TASK_WEIGHTS,
+    WORKED_TASKS,
+    CorpusTask,
+    corpus_sample,
+    in_frame,
+    worked_comparison,
+)
 from grit_ray.models.tiny import cached_tiny_model
 
 # the wording of GRIT's synthetic training and evaluation questions (grit_ray.data.synth)
@@ -51,16 +61,34 @@ def test_chains_come_under_their_own_cue_in_the_corpus_words_never_in_grit_forma
     chains = [corpus_sample(rng, SynthSpec(), task=CorpusTask.CHAIN) for _ in range(300)]
     assert all(s.template is PromptTemplate.BOXES_FIRST for s in chains)
     assert not [s for s in chains if SYNTH_QUESTION.match(s.question)]
-    # only chains come under the cue, and the direct prompt is answered in one word or boxes, never a chain
+    # only chains and worked comparisons come under the cue; the direct prompt is answered in one word
+    # or boxes, never worked through
     corpus = _corpus(2000, seed=9)
-    assert {s.task for s in corpus if s.template is PromptTemplate.BOXES_FIRST} == {CorpusTask.CHAIN}
+    assert {s.task for s in corpus if s.template is PromptTemplate.BOXES_FIRST} == set(WORKED_TASKS)
     assert not [s for s in corpus if s.template is PromptTemplate.DIRECT and "So:" in s.answer]
     assert not [s for s in chains if "<think>" in s.answer or "<answer>" in s.answer]
     for s in chains:  # the boxes first, each of a shape in the picture, then the answer
         boxes = [tuple(int(v) for v in b) for b in re.findall(r"\[(\d+), (\d+), (\d+), (\d+)\]", s.answer)]
         assert sorted(boxes) == sorted(s.target_boxes) and set(boxes) <= {o.box for o in s.objects}
         assert s.answer.endswith(f"So: {s.short_answer}") and s.short_answer in {"Yes", "No", *map(str, range(9))}
+        if s.short_answer in ("Yes", "No"):  # a relation: its two coordinates compared before the answer
+            assert re.search(r"\]\. \d+ [<>=] \d+\. So: (Yes|No)$", s.answer)
     assert {s.answer.rsplit("So: ", 1)[1] for s in chains} >= {"Yes", "No", "0", "1", "2"}
+
+
+def test_worked_comparisons_compare_the_coordinates_each_relation_tests():
+    from grit_ray.data.synth import RELATIONS
+
+    assert set(RELATION_COORDINATES) == set(RELATIONS)
+    rng = random.Random(5)
+    for _ in range(2000):
+        a, b = [sorted(rng.sample(range(60), 2)) + sorted(rng.sample(range(60), 2)) for _ in range(2)]
+        a, b = (a[0], a[2], a[1], a[3]), (b[0], b[2], b[1], b[3])  # x1 < x2, y1 < y2
+        for relation, holds in RELATIONS.items():
+            x, sign, y = worked_comparison(a, b, relation).split()
+            # the sign the relation needs ("<" for left/above, ">" for right/below) is there iff it holds
+            assert (sign == ("<" if relation in ("left of", "above") else ">")) == holds(a, b)
+            assert sign == ("<" if int(x) < int(y) else ">" if int(x) > int(y) else "=")
 
 
 def test_text_comparisons_answer_from_the_boxes_given():
@@ -74,6 +102,8 @@ def test_text_comparisons_answer_from_the_boxes_given():
         a, b = [tuple(int(v) for v in m) for m in re.findall(r"\[(\d+), (\d+), (\d+), (\d+)\]", s.question)]
         relation = next(r for w, r in words.items() if f" {w} the " in s.question)
         assert s.short_answer == ("Yes" if RELATIONS[relation](a, b) else "No")
+        assert s.template is PromptTemplate.BOXES_FIRST  # worked through under the cue, never asked directly
+        assert s.answer == f"{worked_comparison(a, b, relation)}. So: {s.short_answer}"
         assert not re.search(r"\b(above|below)\b", s.question)  # held out for GRIT training
         answers.append(s.short_answer)
     assert 0.4 < answers.count("Yes") / len(answers) < 0.6

@@ -5,10 +5,12 @@ import torch
 from PIL import Image
 
 from grit_ray.cli import main
-from grit_ray.config import TinyModelSpec
+from grit_ray.config import ModelFamily, TinyModelSpec
 from grit_ray.grit.prompts import chat_messages
+from grit_ray.models import adapter_for
 from grit_ray.models.qwen2_5_vl import VISION_PLACEHOLDER_TOKENS
 from grit_ray.models.tiny import build_tiny_model, directory_digest
+from grit_ray.models.tiny.build import chat_template
 
 
 def test_same_seed_same_bytes(tmp_path, tiny_model_dir):
@@ -24,8 +26,29 @@ def test_chat_template_is_qwen_format(tiny_model_dir):
     proc = AutoProcessor.from_pretrained(tiny_model_dir)
     text = proc.apply_chat_template(chat_messages("How many?"), add_generation_prompt=True, tokenize=False)
     assert text.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-                           "<|vision_start|><|image_pad|><|vision_end|>\nQuestion: How many? First, think")
-    assert text.endswith("after <answer>.\n<|im_end|>\n<|im_start|>assistant\n")
+                           "\nQuestion: How many? First, think")
+    # the tiny checkpoint reads the question before the image (docs/base_model.md), whatever the parts' order
+    assert text.endswith("after <answer>.\n<|vision_start|><|image_pad|><|vision_end|><|im_end|>\n<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize("family", list(ModelFamily))
+def test_the_tiny_template_puts_a_turns_text_before_its_images_in_any_part_order(family):
+    import jinja2
+
+    adapter = adapter_for(family)
+    template = jinja2.Environment().from_string(chat_template(adapter))
+    render = lambda messages: template.render(messages=messages, add_generation_prompt=True)  # noqa: E731
+    image, text = {"type": "image"}, {"type": "text", "text": "Where is it?"}
+    expected = render([{"role": "user", "content": [text, image]}])
+    assert render([{"role": "user", "content": [image, text]}]) == expected
+    assert expected.index("Where is it?") < expected.index(adapter.tiny_image_part)
+    # every image after all the text; string content and assistant turns pass through unchanged
+    two = render([{"role": "user", "content": [image, text, image, {"type": "text", "text": " And here?"}]}])
+    assert "Where is it? And here?" + adapter.tiny_image_part * 2 in two
+    chat = render([{"role": "user", "content": "plain words"},
+                   {"role": "assistant", "content": [{"type": "text", "text": "an answer"}]}])
+    assert "<|im_start|>user\nplain words<|im_end|>\n<|im_start|>assistant\nan answer<|im_end|>\n" in chat
+    assert chat.endswith("<|im_start|>assistant\n")
 
 
 @pytest.fixture(scope="module")
