@@ -201,10 +201,10 @@ def _ask(rng: random.Random, objs: list[Obj], task: CorpusTask) -> _Asked | None
     if task is CorpusTask.CHAIN:  # a relation or a count, the boxes it needs written first
         if rng.random() < 0.5 and len(named := unique_by(objs, lambda o: o.name)) >= 2:
             a, b, relation, holds = _balanced_relation(rng, named)
+            word = "Yes" if holds else "No"
             return _Asked(f"Is the {a.name} {RELATION_WORDS[relation]} the {b.name}?",
                           f"The {a.name} is at {box_text(a.box)}. The {b.name} is at {box_text(b.box)}. "
-                          f"{worked_comparison(a.box, b.box, relation)}. So: {'Yes' if holds else 'No'}",
-                          [a.box, b.box], short="Yes" if holds else "No")
+                          f"{worked_comparison(a.box, b.box, relation)}. So: {word}", [a.box, b.box], short=word)
         by_colour = rng.random() < 0.5
         key = rng.choice(list(COLOURS)) if by_colour else rng.choice(SHAPES)
         hits = [o for o in objs if (o.colour if by_colour else o.shape) == key]

@@ -9,10 +9,10 @@ run and the tests. What differs between the families comes from their adapters (
   = 36 image tokens; InternVL: one 168-px tile, 36 features). Number tokens start from sinusoidal
   embeddings of their value, so nearby coordinates start out similar.
 - The base model: the same network pretrained briefly on a synthetic corpus (``data.corpus``,
-  ``models.tiny.pretrain``), then probed (``models.tiny.probe``): it copies boxes, counts boxes
-  given in the text and knows GRIT's format from other questions, but has never seen GRIT's VSR-
-  and TallyQA-style questions nor GRIT's format for them (docs/base_model.md, which also says what
-  it cannot do yet: box the shape a question names).
+  ``models.tiny.pretrain``), then probed (``models.tiny.probe``): it boxes the shape a question
+  names, counts boxes given in the text and knows GRIT's format from other questions, but has never
+  seen GRIT's VSR- and TallyQA-style questions nor GRIT's format for them (docs/base_model.md, which
+  also says what it cannot do yet: compare two boxes).
   ``TinyModelSpec.plumbing()`` is the small random model of the tests.
 
 The directory loads with the transformers Auto classes and with vLLM; the same spec and seed give

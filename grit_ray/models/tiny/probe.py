@@ -15,6 +15,7 @@ from dataclasses import replace
 from grit_ray.config import CoordFrame, PromptTemplate, SynthSpec
 from grit_ray.data.corpus import PROBE_SEED_OFFSET, WORKED_TASKS, CorpusSample, CorpusTask, corpus_sample
 from grit_ray.grit.grounding import find_boxes
+from grit_ray.grit.prompts import plain_reply_answer
 from grit_ray.grit.metrics import union_iou
 from grit_ray.models.family import ModelAdapter
 from grit_ray.models.tiny.pretrain import Encoder, box_query_positions, centre_cell, corpus_batch, eager_attention
@@ -127,7 +128,7 @@ def probe(model, processor, seed: int, adapter: ModelAdapter, n: int = 48,
         right = 0
         for _ in range(n):
             s = corpus_sample(rng, world, task=task, box_frame=box_frame)
-            right += _generate(model, encoder, s, 64).rsplit("So:", 1)[-1].strip() == s.short_answer
+            right += plain_reply_answer(_generate(model, encoder, s, 64), s.template).strip() == s.short_answer
         out[f"{task.value}_accuracy"] = right / n
     return out
 
