@@ -40,6 +40,12 @@ def _generate(model, encoder: Encoder, s: CorpusSample, max_new_tokens: int) -> 
     return encoder.tok.decode(out[0, len(ids):], skip_special_tokens=True)
 
 
+def asked_directly(s: CorpusSample) -> CorpusSample:
+    """``s`` under the direct prompt with its direct answer (the corpus asks some kinds in GRIT's
+    format too; the probe measures what the model answers to the question alone)."""
+    return replace(s, template=PromptTemplate.DIRECT, answer=s.short_answer)
+
+
 def landed_on(box, s: CorpusSample):
     """The shape of ``s`` that ``box`` lands on, or None."""
     best = max(s.objects, key=lambda o: union_iou([box], [o.box]), default=None)
@@ -52,7 +58,7 @@ def _selection(model, encoder: Encoder, rng: random.Random, world: SynthSpec, si
     named shape, and on any shape. Pixel frame only (the probe compares with the scene's boxes)."""
     named = some = 0
     for i in range(n):
-        s = corpus_sample(rng, world, task=CorpusTask.WHERE, scene_size=sizes[i % len(sizes)])
+        s = asked_directly(corpus_sample(rng, world, task=CorpusTask.WHERE, scene_size=sizes[i % len(sizes)]))
         boxes = find_boxes(_generate(model, encoder, s, 16))
         hit = landed_on(boxes[0], s) if boxes else None
         some += hit is not None
@@ -67,8 +73,8 @@ def named_attention(model, encoder: Encoder, rng: random.Random, world: SynthSpe
     other shape's, for the head where their ratio is largest, and that head as "L<layer>h<head>"."""
     import torch
 
-    samples = [corpus_sample(rng, world, task=CorpusTask.WHERE, box_frame=encoder.box_frame, scene_size=2 + i % 3)
-               for i in range(n)]
+    samples = [asked_directly(corpus_sample(rng, world, task=CorpusTask.WHERE, box_frame=encoder.box_frame,
+                                            scene_size=2 + i % 3)) for i in range(n)]
     batch, prompt_lengths = corpus_batch(encoder, samples)
     with eager_attention(model), torch.no_grad():
         attentions = model(**batch, use_cache=False, output_attentions=True).attentions
@@ -111,7 +117,7 @@ def probe(model, processor, seed: int, adapter: ModelAdapter, n: int = 48,
     for task, key in ((CorpusTask.WHERE, "where_iou"), (CorpusTask.FIND, "find_iou")):
         scores = []
         for _ in range(n):
-            s = corpus_sample(rng, world, task=task, box_frame=box_frame)
+            s = asked_directly(corpus_sample(rng, world, task=task, box_frame=box_frame))
             if not s.target_boxes:
                 continue
             pred = find_boxes(_generate(model, encoder, s, 64))
@@ -121,8 +127,7 @@ def probe(model, processor, seed: int, adapter: ModelAdapter, n: int = 48,
         right = 0
         for _ in range(n):
             s = corpus_sample(rng, world, task=task, box_frame=box_frame)
-            direct = replace(s, template=PromptTemplate.DIRECT, answer=s.short_answer)
-            right += _generate(model, encoder, direct, 8).strip() == s.short_answer
+            right += _generate(model, encoder, asked_directly(s), 8).strip() == s.short_answer
         out[f"{task.value}_accuracy"] = right / n
     for task in WORKED_TASKS:  # under their own cue: the boxes or the comparison first, then "So: <answer>"
         right = 0

@@ -13,7 +13,7 @@ from grit_ray.config import ModelFamily, PromptTemplate
 from grit_ray.data.corpus import CorpusSample, CorpusTask, box_text
 from grit_ray.data.synth import Obj
 from grit_ray.models import adapter_for
-from grit_ray.models.tiny.probe import SELECTION_GATE, selection_gate
+from grit_ray.models.tiny.probe import SELECTION_GATE, asked_directly, selection_gate
 
 
 def test_the_gate_speaks_only_below_what_grounded_reasoning_needs():
@@ -21,6 +21,19 @@ def test_the_gate_speaks_only_below_what_grounded_reasoning_needs():
     assert selection_gate({"where_iou": 0.1}) is None  # not measured (InternVL's frame): nothing to say
     message = selection_gate({"selection_2": 0.31})
     assert message and "31%" in message and f"{SELECTION_GATE:.0%}" in message
+
+
+def test_the_probe_asks_every_question_directly_whatever_form_the_corpus_gave_it():
+    # the corpus asks some kinds in GRIT's format as well; the probe's measures (one box where the
+    # shape is chosen, the direct answer) read the question alone and its one-word or one-box answer
+    obj = Obj("red", "circle", (10, 20, 40, 50))
+    grit_form = CorpusSample(Image.new("RGB", (140, 140)), [obj], CorpusTask.WHERE, PromptTemplate.GRIT,
+                             "Where is the circle?", f"<think> The circle is at {box_text(obj.box)}. </think> "
+                             f"<rethink> I found it. </rethink> <answer> {box_text(obj.box)} </answer>",
+                             [obj.box], box_text(obj.box))
+    direct = asked_directly(grit_form)
+    assert (direct.template, direct.answer) == (PromptTemplate.DIRECT, box_text(obj.box))
+    assert (direct.question, direct.objects, direct.target_boxes) == (grit_form.question, [obj], [obj.box])
 
 
 def test_probe_of_an_untrained_model_reports_selection_and_fails_the_gate(tiny_model_dir, capsys):
