@@ -265,6 +265,15 @@ class JudgeKind(str, enum.Enum):
     OPENAI = "openai"
 
 
+class RuleMatch(str, enum.Enum):
+    """How the rule judge compares an answer with its reference (docs/rewards.md)."""
+
+    EXACT = "exact"  # the normalised answer equals the reference
+    # a number or yes/no reference: the answer's first word equals it (as an LLM judge reads
+    # "3, no green square" as 3); other references: exact
+    LEADING = "leading"
+
+
 class JudgeFailurePolicy(str, enum.Enum):
     RETRY_LATER = "retry_later"
     RULE_FALLBACK = "rule_fallback"
@@ -274,7 +283,11 @@ class JudgeFailurePolicy(str, enum.Enum):
 class JudgeConfig(Section):
     """The answer-accuracy judge."""
 
-    kind: JudgeKind = Field(JudgeKind.RULE, description="rule: normalised exact match; openai: an LLM judge")
+    kind: JudgeKind = Field(JudgeKind.RULE, description="rule: normalised match (rule_match); openai: an LLM judge")
+    rule_match: RuleMatch = Field(
+        RuleMatch.EXACT, description="the rule judge (and the rule fallback): exact (the normalised answer equals the "
+        "reference) or leading (for a number or yes/no reference, the answer's first word equals it)"
+    )
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint; null = api.openai.com")
     model: str = Field("gpt-4o", description="judge model name at the endpoint")
     api_key_env: str = Field(

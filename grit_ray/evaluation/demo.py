@@ -31,7 +31,7 @@ def _score_groups(cfg: GritConfig, groups: list[GroupResult]) -> list[list[float
     """GRIT rewards of every completion, through the training path's scorer with the rule judge
     (the demo needs no API key)."""
     scorer = CompletionScorer(RewardSet.build(cfg.reward.preset, cfg.reward.weights, cfg.reward.extra_components),
-                              RuleJudge(), cfg.data.counting_datasets)
+                              RuleJudge(cfg.reward.judge.rule_match), cfg.data.counting_datasets)
     items = [[RewardItem(group_id=g, index=k, question=group.row.question, reference=group.row.answer,
                          dataset=group.row.dataset, completion=c.text, token_ids=list(c.token_ids),
                          template=cfg.prompt.template)

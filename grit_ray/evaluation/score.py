@@ -76,7 +76,7 @@ async def score_rows(rows: list[dict[str, Any]], settings: ScoreSettings) -> lis
     completions with an <answer> go to the judge (no answer scores 0 without a call)."""
     judge = make_judge(settings.judge)
     scorer = CompletionScorer(RewardSet.build(settings.preset), judge, settings.counting_datasets,
-                              settings.judge.on_failure)
+                              settings.judge.on_failure, fallback_match=settings.judge.rule_match)
     items = [RewardItem(group_id=i, index=0, question=row["question"], reference=str(row["answer"]),
                         dataset=row["dataset"], completion=row["completion"],
                         token_ids=row.get("completion_token_ids") or [],

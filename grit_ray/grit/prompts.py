@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from grit_ray.config import PromptTemplate
+from grit_ray.grit.grounding import answer_text
 
 GRIT_SUFFIX = (
     " First, think between <think> and </think> while output necessary coordinates needed to answer the question "
@@ -36,6 +37,14 @@ def plain_reply_answer(completion: str, template: PromptTemplate) -> str | None:
     if template is PromptTemplate.BOXES_FIRST:
         return completion.rsplit(BOXES_FIRST_ANSWER, 1)[-1]
     return None
+
+
+def judged_answer(completion: str, template: PromptTemplate) -> str | None:
+    """The answer the judge scores: the text after ``<answer>`` where the completion has one (in any
+    template), else the reply's own answer under a template outside GRIT's format
+    (``plain_reply_answer``); None when it gives none."""
+    ans = answer_text(completion)
+    return ans if ans is not None else plain_reply_answer(completion, template)
 
 
 def user_text(question: str, template: PromptTemplate = PromptTemplate.GRIT) -> str:

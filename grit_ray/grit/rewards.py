@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from grit_ray.config import RewardPreset
+from grit_ray.config import PromptTemplate, RewardPreset
 from grit_ray.grit.grounding import (
     ANSWER_OPEN,
     RETHINK_CLOSE,
@@ -32,6 +32,7 @@ from grit_ray.grit.grounding import (
     before_first_rethink,
     find_boxes,
 )
+from grit_ray.grit.prompts import judged_answer
 
 REPETITION_NGRAM = 8
 
@@ -43,6 +44,9 @@ class RewardInput:
     is_counting: bool  # the row's dataset is a counting dataset (TallyQA)
     judge_score: float | None = None  # raw judge score of the answer; None: failed or not asked
     token_ids: Sequence[int] | None = None  # the completion's tokens, for the token n-gram check
+    # how the question was asked: under the direct prompt (or the boxes-first cue) the reply is the
+    # answer the judge scored, with no <answer> (grit.prompts.judged_answer)
+    template: PromptTemplate = PromptTemplate.GRIT
 
 
 RewardFn = Callable[[RewardInput], "float | None"]
@@ -141,8 +145,9 @@ def answer_bleu(x: RewardInput) -> float:
 
 
 def answer_accuracy(x: RewardInput) -> float | None:
-    """Judge score binarised for training (any score > 0 is 1.0); 0 without <answer>; None if the judge failed."""
-    if answer_text(x.completion) is None:
+    """Judge score binarised for training (any score > 0 is 1.0); 0 without an answer (under GRIT's
+    prompt: without <answer>); None if the judge failed."""
+    if judged_answer(x.completion, x.template) is None:
         return 0.0
     if x.judge_score is None:
         return None

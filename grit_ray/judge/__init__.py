@@ -12,4 +12,4 @@ def make_judge(cfg: JudgeConfig, api_key: Secret | None = None) -> Judge:
     from grit_ray.judge.llm import OpenAIJudge
     from grit_ray.judge.rule import RuleJudge
 
-    return OpenAIJudge(cfg, api_key=api_key) if cfg.kind is JudgeKind.OPENAI else RuleJudge()
+    return OpenAIJudge(cfg, api_key=api_key) if cfg.kind is JudgeKind.OPENAI else RuleJudge(cfg.rule_match)

@@ -1,9 +1,11 @@
-"""The rule judge: normalised exact match, behind the same async interface as the LLM judge."""
+"""The rule judge: normalised match, exact or on the answer's first word (``RuleMatch``), behind
+the same async interface as the LLM judge."""
 
 from __future__ import annotations
 
 import re
 
+from grit_ray.config import RuleMatch
 from grit_ray.judge.protocol import JudgeRequest, JudgeResult, JudgeStatus
 
 _NUMBER_WORDS = {w: str(i) for i, w in enumerate(
@@ -25,16 +27,32 @@ def normalise_answer(text: str) -> str:
     return " ".join(words)
 
 
-def rule_score(prediction: str, reference: str) -> float:
-    """1.0 when the normalised answers are equal, else 0.0."""
-    return 1.0 if normalise_answer(prediction) == normalise_answer(reference) and normalise_answer(reference) else 0.0
+def _is_short_answer(normalised: str) -> bool:
+    return normalised.isdigit() or normalised in ("yes", "no")
+
+
+def rule_score(prediction: str, reference: str, match: RuleMatch = RuleMatch.EXACT) -> float:
+    """1.0 when the normalised answers are equal, else 0.0. With ``RuleMatch.LEADING`` a number or
+    yes/no reference is compared with the answer's first word only ("3, no green square." scores
+    for "3"; "No, 3" does not), as an LLM judge reads an answer that says more than it was asked."""
+    ref = normalise_answer(reference)
+    if not ref:
+        return 0.0
+    pred = normalise_answer(prediction)
+    if match is RuleMatch.LEADING and _is_short_answer(ref):
+        first = pred.split()[0] if pred else ""
+        return 1.0 if normalise_answer(first) == ref else 0.0
+    return 1.0 if pred == ref else 0.0
 
 
 class RuleJudge:
-    """Normalised exact match, behind the same async interface."""
+    """Normalised match (``RuleMatch``), behind the same async interface."""
+
+    def __init__(self, match: RuleMatch = RuleMatch.EXACT):
+        self.match = match
 
     async def judge(self, req: JudgeRequest) -> JudgeResult:
-        return JudgeResult(JudgeStatus.OK, score=rule_score(req.prediction, req.reference))
+        return JudgeResult(JudgeStatus.OK, score=rule_score(req.prediction, req.reference, self.match))
 
     async def judge_many(self, reqs: list[JudgeRequest]) -> list[JudgeResult]:
         return [await self.judge(r) for r in reqs]

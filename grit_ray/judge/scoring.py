@@ -13,9 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from grit_ray.config import JudgeFailurePolicy, PromptTemplate
-from grit_ray.grit.grounding import answer_text
-from grit_ray.grit.prompts import plain_reply_answer, user_text
+from grit_ray.config import JudgeFailurePolicy, PromptTemplate, RuleMatch
+from grit_ray.grit.prompts import judged_answer, user_text
 from grit_ray.grit.rewards import RewardInput, RewardSet
 from grit_ray.judge.protocol import Judge, JudgeRequest, JudgeResult, JudgeStatus
 from grit_ray.judge.rule import rule_score
@@ -76,8 +75,10 @@ class CompletionScorer:
     """Rewards of completions under one reward set and one judge."""
 
     def __init__(self, reward_set: RewardSet, judge: Judge, counting_datasets: list[str] | frozenset[str],
-                 on_failure: JudgeFailurePolicy = JudgeFailurePolicy.RETRY_LATER, judge_call: JudgeCall | None = None):
+                 on_failure: JudgeFailurePolicy = JudgeFailurePolicy.RETRY_LATER, judge_call: JudgeCall | None = None,
+                 fallback_match: RuleMatch = RuleMatch.EXACT):
         self.reward_set = reward_set
+        self.fallback_match = fallback_match  # how the rule fallback compares (reward.judge.rule_match)
         self.judge = judge
         self.counting = {d.lower() for d in counting_datasets}
         self.on_failure = on_failure
@@ -88,9 +89,8 @@ class CompletionScorer:
 
     async def score(self, item: RewardItem) -> ScoredCompletion:
         started = time.perf_counter()
-        ans = answer_text(item.completion)
-        if ans is None:  # the paper's direct-query baseline: the reply is the answer (boxes-first: after "So:")
-            ans = plain_reply_answer(item.completion, item.template)
+        # the paper's direct-query baseline: the reply is the answer (boxes-first: after "So:")
+        ans = judged_answer(item.completion, item.template)
         status, error, attempts, cached, judge_score = JudgeStatus.NOT_ASKED, None, 0, False, None
         if ans is not None:
             # as released: the judge sees the whole user text, suffix included
@@ -100,10 +100,10 @@ class CompletionScorer:
             if result.status is JudgeStatus.OK:
                 judge_score = result.score
             elif self.on_failure is JudgeFailurePolicy.RULE_FALLBACK:
-                judge_score, status = rule_score(ans, item.reference), JudgeStatus.FALLBACK
+                judge_score, status = rule_score(ans, item.reference, self.fallback_match), JudgeStatus.FALLBACK
         x = RewardInput(completion=item.completion, reference=item.reference,
                         is_counting=item.dataset.lower() in self.counting, judge_score=judge_score,
-                        token_ids=item.token_ids or None)
+                        token_ids=item.token_ids or None, template=item.template)
         values, total = self.reward_set.score(x)
         return ScoredCompletion(group_id=item.group_id, index=item.index, reward=total, components=values,
                                 judge_status=status, judge_error=error, judge_attempts=attempts, cached=cached,

@@ -43,7 +43,7 @@ class RewardActor:
         self.reward_set = RewardSet.build(reward.preset, reward.weights, reward.extra_components)
         self.judge = make_judge(reward.judge, api_key)
         self.scorer = CompletionScorer(self.reward_set, self.judge, counting_datasets, reward.judge.on_failure,
-                                       judge_call=self._judge)
+                                       judge_call=self._judge, fallback_match=reward.judge.rule_match)
         # judge results by request, least recently used first; bounded (reward.judge.cache_entries)
         self._cache: OrderedDict[str, asyncio.Future] = OrderedDict()
         self.stats: Counter = Counter()

@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from grit_ray.config import JudgeConfig, JudgeKind
+from grit_ray.config import JudgeConfig, JudgeKind, RuleMatch
 from grit_ray.judge.llm import GRIT_JUDGE_TEMPLATE, JudgeReplyError, OpenAIJudge, parse_judge_score
 from grit_ray.judge.protocol import JudgeRequest
 from grit_ray.judge.rule import normalise_answer, rule_score
@@ -63,6 +63,18 @@ def test_unparsable_scores_raise(reply):
     ("a blue circle", "the blue circle", 1.0), ("4", "3", 0.0), ("", "", 0.0), ("False", "no", 1.0)])
 def test_rule_judge(pred, ref, score):
     assert rule_score(pred, ref) == score
+
+
+@pytest.mark.parametrize("pred, ref, score", [
+    ("3, no green square.", "3", 1.0), ("three circles", "3", 1.0), ("No, 3", "3", 0.0), ("2 or 3", "3", 0.0),
+    ("Yes, it is left of it", "yes", 1.0), ("yes no", "no", 0.0), ("It is yes", "yes", 0.0), ("", "yes", 0.0),
+    ("the red square and more", "red square", 0.0), ("The red square", "red square", 1.0)])
+def test_leading_rule_reads_the_first_word_of_number_and_yes_no_answers_only(pred, ref, score):
+    assert rule_score(pred, ref, RuleMatch.LEADING) == score
+
+
+def test_exact_rule_does_not_read_a_first_word():
+    assert rule_score("3, no green square.", "3") == 0.0 and rule_score("Yes, it is", "yes", RuleMatch.EXACT) == 0.0
 
 
 def test_normalise():

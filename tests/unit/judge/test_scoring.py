@@ -2,7 +2,7 @@
 
 import asyncio
 
-from grit_ray.config import JudgeFailurePolicy, PromptTemplate, RewardPreset
+from grit_ray.config import JudgeFailurePolicy, PromptTemplate, RewardPreset, RuleMatch
 from grit_ray.grit.rewards import RewardSet
 from grit_ray.judge.protocol import JudgeResult, JudgeStatus
 from grit_ray.judge.rule import RuleJudge
@@ -16,8 +16,10 @@ class FailingJudge(RuleJudge):
         return JudgeResult(JudgeStatus.FAILED, error="timeout after 2 attempt(s)", attempts=2)
 
 
-def _score(judge, completion, policy=JudgeFailurePolicy.RETRY_LATER, template=PromptTemplate.GRIT):
-    scorer = CompletionScorer(RewardSet.build(RewardPreset.GRIT_CODE), judge, ["tallyqa"], policy)
+def _score(judge, completion, policy=JudgeFailurePolicy.RETRY_LATER, template=PromptTemplate.GRIT,
+           fallback_match=RuleMatch.EXACT):
+    scorer = CompletionScorer(RewardSet.build(RewardPreset.GRIT_CODE), judge, ["tallyqa"], policy,
+                              fallback_match=fallback_match)
     item = RewardItem(group_id=0, index=0, question="How many cats?", reference="1", dataset="TallyQA",
                       completion=completion, template=template)
     return asyncio.run(scorer.score(item))
@@ -41,6 +43,14 @@ def test_rule_fallback_scores_and_says_so():
     assert s.judge_status is JudgeStatus.FALLBACK and s.reward is not None and s.judge_json()["score"] == 1.0
 
 
+def test_the_rule_fallback_compares_as_configured():
+    said_more = GOOD.replace("<answer> 1 </answer>", "<answer> 1, a cat </answer>")
+    assert _score(FailingJudge(), said_more, JudgeFailurePolicy.RULE_FALLBACK).judge_json()["score"] == 0.0
+    leading = _score(FailingJudge(), said_more, JudgeFailurePolicy.RULE_FALLBACK, fallback_match=RuleMatch.LEADING)
+    assert leading.judge_status is JudgeStatus.FALLBACK and leading.judge_json()["score"] == 1.0
+    assert _score(RuleJudge(RuleMatch.LEADING), said_more).components["answer_accuracy"] == 1.0
+
+
 def test_no_answer_is_not_asked_and_scores_zero_accuracy():
     s = _score(FailingJudge(), "<think> nothing </think>")
     assert s.judge_status is JudgeStatus.NOT_ASKED and s.components["answer_accuracy"] == 0.0
@@ -50,3 +60,15 @@ def test_no_answer_is_not_asked_and_scores_zero_accuracy():
 def test_direct_prompt_judges_the_whole_reply():
     s = _score(RuleJudge(), "1", template=PromptTemplate.DIRECT)
     assert s.judge_status is JudgeStatus.OK and s.judge_score == 1.0
+    # the training reward credits it too (a direct or boxes-first run learns from its answers)
+    assert s.components["answer_accuracy"] == 1.0
+    assert _score(RuleJudge(), "2", template=PromptTemplate.DIRECT).components["answer_accuracy"] == 0.0
+
+
+def test_boxes_first_reply_is_judged_after_so_and_rewarded():
+    chain = "cat [1, 2, 30, 40]. So: 1"
+    s = _score(RuleJudge(), chain, template=PromptTemplate.BOXES_FIRST)
+    assert s.judge_score == 1.0 and s.components["answer_accuracy"] == 1.0
+    # under GRIT's prompt the same reply has no <answer>: not asked, no accuracy
+    s = _score(RuleJudge(), chain)
+    assert s.judge_status is JudgeStatus.NOT_ASKED and s.components["answer_accuracy"] == 0.0
