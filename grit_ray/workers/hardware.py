@@ -34,13 +34,17 @@ def resolve_comm_backend(backend: CommBackend, device: str) -> str:
     return backend.value
 
 
+# What the design depends on, set over whatever the environment says: the engine core runs inside
+# the rollout actor, so that the actor reaches the model runner for weight loads. A cluster that
+# exports VLLM_ENABLE_V1_MULTIPROCESSING=1 would otherwise start the engine in a child process and
+# break the first weight sync.
+VLLM_REQUIRED_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
 def vllm_env(device: str, cpu_kv_cache_gib: int) -> dict[str, str]:
-    """Environment a vLLM engine process needs. The engine core runs in-process so that the owning
-    actor can reach the model runner directly (weight reload) and no child process is spawned."""
-    env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-    if device == "cpu":
-        env["VLLM_CPU_KVCACHE_SPACE"] = str(cpu_kv_cache_gib)
-    return env
+    """Defaults a vLLM engine process needs (an explicit value in the environment wins); what it
+    cannot run without is ``VLLM_REQUIRED_ENV``."""
+    return {"VLLM_CPU_KVCACHE_SPACE": str(cpu_kv_cache_gib)} if device == "cpu" else {}
 
 
 def deepspeed_env(device: str) -> dict[str, str]:
@@ -48,15 +52,16 @@ def deepspeed_env(device: str) -> dict[str, str]:
     return {"DS_ACCELERATOR": device}
 
 
-def gloo_env(node_ip: str) -> dict[str, str]:
-    """Bind gloo to the interface that carries this node's Ray address. Left alone, gloo binds
-    to whatever the host name resolves to, which is loopback on many machines (127.0.1.1 in
-    /etc/hosts), and peers on other hosts cannot connect. An explicit GLOO_SOCKET_IFNAME wins."""
+def socket_env(node_ip: str) -> dict[str, str]:
+    """Bind gloo and NCCL to the interface that carries this node's Ray address. Left alone, gloo
+    binds to whatever the host name resolves to, which is loopback on many machines (127.0.1.1 in
+    /etc/hosts), and NCCL may pick an interface peers cannot reach (a docker bridge), so ranks on
+    other hosts cannot connect. An explicit GLOO_SOCKET_IFNAME or NCCL_SOCKET_IFNAME wins."""
     import psutil
 
     for name, addrs in psutil.net_if_addrs().items():
         if any(a.address == node_ip for a in addrs):
-            return {"GLOO_SOCKET_IFNAME": name}
+            return {"GLOO_SOCKET_IFNAME": name, "NCCL_SOCKET_IFNAME": name}
     return {}
 
 
@@ -72,5 +77,14 @@ def limit_threads(threads: int) -> None:
 
 
 def apply_env(env: dict[str, str]) -> None:
+    """Defaults: a variable already set in the environment keeps its value."""
     for k, v in env.items():
         os.environ.setdefault(k, v)
+
+
+def require_env(env: dict[str, str]) -> list[str]:
+    """Set ``env`` over the environment's values; one line per variable it overrode, to be logged."""
+    overridden = [f"{k}={os.environ[k]} overridden with {v} (grit-ray requires it: docs/cluster.md)"
+                  for k, v in env.items() if os.environ.get(k, v) != v]
+    os.environ.update(env)
+    return overridden

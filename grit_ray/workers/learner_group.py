@@ -15,7 +15,7 @@ from grit_ray.algo.experience import TrainSample, totals_of
 from grit_ray.algo.stats import LearnerStats
 from grit_ray.config import GritConfig
 from grit_ray.workers.faults import get_all
-from grit_ray.workers.hardware import apply_env, gloo_env
+from grit_ray.workers.hardware import apply_env, socket_env
 from grit_ray.workers.learner import PolicyLearner
 from grit_ray.workers.weight_sync import Bucket, ChannelSpec, WeightSender
 
@@ -37,7 +37,7 @@ class LearnerActor:
         return ray.util.get_node_ip_address(), port
 
     def setup(self, cfg: GritConfig, model_path: str, rank: int, world_size: int, addr: str, port: int) -> float:
-        apply_env(gloo_env(ray.util.get_node_ip_address()))  # the ranks meet across hosts, not on loopback
+        apply_env(socket_env(ray.util.get_node_ip_address()))  # the ranks meet across hosts, not on loopback
         self.learner = PolicyLearner(cfg, model_path, rank, world_size, addr, port)
         return self.learner.startup_s
 

@@ -28,7 +28,8 @@ from grit_ray.data.rows import DataError, Row
 from grit_ray.grit.prompts import chat_messages
 from grit_ray.models import adapter_for, max_prompt_tokens
 from grit_ray.workers.faults import FaultLog, Incarnations, wait_until_alive
-from grit_ray.workers.hardware import apply_env, gloo_env, limit_threads, resolve_device, resolve_dtype, vllm_env
+from grit_ray.workers.hardware import (VLLM_REQUIRED_ENV, apply_env, limit_threads, require_env, resolve_device,
+                                      resolve_dtype, socket_env, vllm_env)
 
 
 @dataclass
@@ -145,6 +146,8 @@ class VLLMGenerator(Generator):
     def __init__(self, cfg: GritConfig, model_path: str):
         super().__init__(cfg, model_path)
         apply_env(vllm_env(self.device, cfg.rollout.cpu_kv_cache_gib))
+        for line in require_env(VLLM_REQUIRED_ENV):
+            print(f"[grit-ray] rollout worker: {line}", flush=True)
         from vllm import LLM
 
         ro = cfg.rollout
@@ -381,7 +384,7 @@ class RolloutWorker:
     def attach_receiver(self, receiver) -> None:
         import ray
 
-        apply_env(gloo_env(ray.util.get_node_ip_address()))  # the sync group meets across hosts
+        apply_env(socket_env(ray.util.get_node_ip_address()))  # the sync group meets across hosts
         self.sync = receiver
         self.sync.connect()
 

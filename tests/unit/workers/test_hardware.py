@@ -1,0 +1,33 @@
+"""Environment the workers set: defaults the user may override, and what the design requires."""
+
+import os
+
+import psutil
+
+from grit_ray.workers.hardware import VLLM_REQUIRED_ENV, apply_env, require_env, socket_env, vllm_env
+
+
+def test_an_exported_multiprocessing_flag_is_overridden_and_said(monkeypatch):
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    lines = require_env(VLLM_REQUIRED_ENV)
+    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    assert len(lines) == 1 and "VLLM_ENABLE_V1_MULTIPROCESSING=1 overridden with 0" in lines[0]
+    assert require_env(VLLM_REQUIRED_ENV) == []  # already right: nothing to say
+
+
+def test_defaults_keep_what_the_user_exported(monkeypatch):
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "4")
+    apply_env(vllm_env("cpu", 1))
+    assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "4"
+    assert vllm_env("cuda", 1) == {}
+
+
+def test_gloo_and_nccl_bind_to_the_interface_of_the_node_address(monkeypatch):
+    name, addrs = next((n, a) for n, a in psutil.net_if_addrs().items() if any(x.family.name == "AF_INET" for x in a))
+    ip = next(x.address for x in addrs if x.family.name == "AF_INET")
+    assert socket_env(ip) == {"GLOO_SOCKET_IFNAME": name, "NCCL_SOCKET_IFNAME": name}
+    assert socket_env("192.0.2.254") == {}  # an address of no interface here: left to the libraries
+    exported = {k: v for k, v in os.environ.items() if k != "GLOO_SOCKET_IFNAME"} | {"NCCL_SOCKET_IFNAME": "ib0"}
+    monkeypatch.setattr(os, "environ", exported)  # a copy: nothing leaks into later tests
+    apply_env(socket_env(ip))
+    assert os.environ["NCCL_SOCKET_IFNAME"] == "ib0" and os.environ["GLOO_SOCKET_IFNAME"] == name
