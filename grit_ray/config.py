@@ -572,6 +572,14 @@ class GritConfig(Section):
                              f"and each actor's CPU share is {res.cpus_per_actor} (measured 3-5x slower steps); set "
                              "resources.threads_per_actor: null (threads from the CPU share) or raise "
                              "resources.cpus_per_actor")
+        if self.model.device is Device.CUDA:
+            # Ray hides every GPU from an actor that reserved none (CUDA_VISIBLE_DEVICES empty): it
+            # would fail at its first CUDA call, minutes into the start-up
+            none = [f"resources.{k}" for k in ("gpus_per_learner", "gpus_per_rollout_worker") if not getattr(res, k)]
+            if none:
+                raise ValueError(f"model.device: cuda, but {' and '.join(none)} is 0: Ray shows those actors no GPU; "
+                                 "reserve a share (e.g. 1, or 0.5 each with resources.colocate: true) or set "
+                                 "model.device: cpu")
         gpus = self.resources.gpus_per_learner + self.resources.gpus_per_rollout_worker
         if (self.resources.colocate and gpus > 0 and self.weight_sync.transport is SyncTransport.BROADCAST
                 and self.learner.comm_backend is not CommBackend.GLOO):

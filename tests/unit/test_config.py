@@ -103,6 +103,18 @@ def test_colocated_gpus_need_a_transport_nccl_accepts():
     assert load_config(overrides=["resources.colocate=true"]).resources.colocate  # CPU actors share no GPU
 
 
+def test_cuda_actors_must_reserve_gpus():
+    with pytest.raises(ConfigError, match=r"model.device: cuda, but resources.gpus_per_learner and "
+                                          r"resources.gpus_per_rollout_worker is 0"):
+        load_config(overrides=["model.device=cuda"])
+    with pytest.raises(ConfigError, match=r"but resources.gpus_per_rollout_worker is 0"):
+        load_config(overrides=["model.device=cuda", "resources.gpus_per_learner=1"])
+    assert load_config(overrides=["model.device=cuda", "resources.gpus_per_learner=1",
+                                  "resources.gpus_per_rollout_worker=1"]).model.device.value == "cuda"
+    gpu_configs = [c for c in SHIPPED if "device: cuda" in c.read_text()]
+    assert len(gpu_configs) == 3 and all(load_config(c).model.device.value == "cuda" for c in gpu_configs)
+
+
 def test_missing_training_data_is_an_error():
     with pytest.raises(ConfigError, match=r"data: give data.train sources or data.synthetic"):
         load_config(overrides=["data.synthetic=null"])
