@@ -7,13 +7,9 @@ from typing import Any
 from grit_ray.config import GritConfig
 
 
-def placement(cfg: GritConfig) -> tuple[list[dict], list[dict], Any]:
-    """Per-actor scheduling options: learners and rollout workers in one placement group, one
-    bundle per actor, or (``resources.colocate``) rollout worker i in learner i's bundle."""
-    import ray
-    from ray.util.placement_group import placement_group
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
+def bundles(cfg: GritConfig) -> tuple[list[dict[str, float]], list[int]]:
+    """The placement group's bundles (one per learner, then one per rollout worker; with
+    ``resources.colocate`` rollout worker i shares learner i's) and each rollout worker's bundle."""
     r = cfg.resources
     n_learn, n_roll = cfg.learner.num_actors, cfg.rollout.num_workers
     learner = {"CPU": r.cpus_per_actor, "GPU": r.gpus_per_learner, **r.learner_resources}
@@ -22,21 +18,38 @@ def placement(cfg: GritConfig) -> tuple[list[dict], list[dict], Any]:
         if n_roll > n_learn:
             raise ValueError(f"resources.colocate: {n_roll} rollout workers but only {n_learn} learner bundles")
         shared = {k: learner.get(k, 0) + rollout.get(k, 0) for k in {*learner, *rollout}}
-        bundles = [dict(shared) for _ in range(n_learn)]
+        out = [dict(shared) for _ in range(n_learn)]
         roll_idx = list(range(n_roll))
     else:
-        bundles = [dict(learner) for _ in range(n_learn)] + [dict(rollout) for _ in range(n_roll)]
+        out = [dict(learner) for _ in range(n_learn)] + [dict(rollout) for _ in range(n_roll)]
         roll_idx = list(range(n_learn, n_learn + n_roll))
-    bundles = [{k: v for k, v in b.items() if v} for b in bundles]
-    pg = placement_group(bundles, strategy=r.placement_strategy)
+    return [{k: v for k, v in b.items() if v} for b in out], roll_idx
+
+
+def gpus_requested(cfg: GritConfig) -> float:
+    """GPUs the learners and rollout workers reserve together."""
+    return sum(b.get("GPU", 0.0) for b in bundles(cfg)[0])
+
+
+def placement(cfg: GritConfig) -> tuple[list[dict], list[dict], Any]:
+    """Per-actor scheduling options: learners and rollout workers in one placement group (``bundles``)."""
+    import ray
+    from ray.util.placement_group import placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    r = cfg.resources
+    n_learn = cfg.learner.num_actors
+    group, roll_idx = bundles(cfg)
+    pg = placement_group(group, strategy=r.placement_strategy)
     timeout = cfg.fault_tolerance.restart_timeout_s
     ready, _ = ray.wait([pg.ready()], timeout=timeout)
     if not ready:
         from ray.util.placement_group import remove_placement_group
 
         remove_placement_group(pg)
-        raise RuntimeError(f"the cluster cannot hold the actors: {len(bundles)} bundles {bundles} "
-                           f"({r.placement_strategy}) were not placed within {timeout:.0f}s "
+        raise RuntimeError(f"the cluster cannot hold the actors: {len(group)} bundles {group} "
+                           f"({gpus_requested(cfg):g} GPUs in all, "
+                           f"{r.placement_strategy}) were not placed within {timeout:.0f}s "
                            f"(fault_tolerance.restart_timeout_s); check `ray status`")
 
     def opts(i: int) -> dict:

@@ -203,3 +203,18 @@ def test_configuration_reference_is_current():
     # every leaf key of the schema is documented with a meaning
     rows = [ln for ln in doc.splitlines() if ln.startswith("| `")]
     assert rows and all(not ln.rstrip().endswith("|  |") for ln in rows)
+
+
+def test_every_shipped_gpu_config_fits_one_node_of_the_deploy_manifests():
+    from grit_ray.trainer.placement import bundles, gpus_requested
+
+    node_gpus = 8  # deploy/cluster.yaml (p4d) and deploy/rayjob.yaml: 8-GPU workers
+    for path in (c for c in SHIPPED if "device: cuda" in c.read_text()):
+        cfg = load_config(path)
+        assert 0 < gpus_requested(cfg) <= node_gpus, path.name
+        assert all(b.get("GPU", 0) <= 1 for b in bundles(cfg)[0]), path.name  # no actor spans GPUs yet (no TP)
+    assert gpus_requested(load_config(overrides=["learner.num_actors=1", "rollout.num_workers=1"])) == 0  # CPU
+    two = load_config(overrides=["resources.gpus_per_learner=1", "resources.gpus_per_rollout_worker=0.5",
+                                 "learner.num_actors=2", "rollout.num_workers=2", "learner.micro_batch_size=1"])
+    assert gpus_requested(two) == 3 and gpus_requested(two.model_copy(
+        update={"resources": two.resources.model_copy(update={"colocate": True})})) == 3
