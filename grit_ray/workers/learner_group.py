@@ -50,6 +50,8 @@ class LearnerActor:
 
     def prepare_sync(self, plan: list[Bucket], channel: ChannelSpec | None) -> None:
         self.sync_plan = plan
+        if self.sender:  # a rebuilt group: release the old one first
+            self.sender.close()
         self.sender = WeightSender(plan, channel) if self.learner.rank == 0 else None
         if self.sender:
             self.sender.connect()

@@ -385,6 +385,8 @@ class RolloutWorker:
         import ray
 
         apply_env(socket_env(ray.util.get_node_ip_address()))  # the sync group meets across hosts
+        if self.sync:  # a rebuilt group: release the old one first
+            self.sync.close()
         self.sync = receiver
         self.sync.connect()
 

@@ -133,6 +133,14 @@ class BroadcastChannel:
         else:
             self.group = torch.distributed.ProcessGroupGloo(store, s.rank, s.world_size, timeout)
 
+    def close(self) -> None:
+        """Release the group's communicator and sockets (NCCL's would otherwise stay allocated on
+        the GPU until the process exits). Called when the group is rebuilt, which happens when a
+        member was lost, so it aborts (local, immediate) rather than waiting on every member."""
+        if self.group is not None:
+            self.group.abort()
+            self.group = None
+
     def broadcast_async(self, buf: torch.Tensor):
         """Start broadcasting ``buf`` from rank 0 (into ``buf`` elsewhere); returns the work handle."""
         return self.group.broadcast(buf, 0)
@@ -152,6 +160,10 @@ class WeightSender:
     def connect(self) -> None:
         if self.channel:
             self.channel.connect()
+
+    def close(self) -> None:
+        if self.channel:
+            self.channel.close()
 
     def send(self, flats: Iterable[torch.Tensor]) -> list:
         """Broadcast each packed bucket (returns []) or put it in the object store (returns the refs).
@@ -187,6 +199,10 @@ class WeightReceiver:
         self.device = resolve_device(self.device_setting)
         if self.channel:
             self.channel.connect()
+
+    def close(self) -> None:
+        if self.channel:
+            self.channel.close()
 
     def receive(self) -> Iterator[tuple[str, torch.Tensor]]:
         """Double-buffered: bucket k + 1 arrives while the engine loads bucket k."""

@@ -38,3 +38,38 @@ def test_pack_and_unpack_round_trip_mixed_dtypes_bit_exactly():
     assert [n for n, _ in out] == [m.name for m in metas]
     for (_, got), want in zip(out, tensors):
         assert got.dtype == want.dtype and torch.equal(got, want)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_rebuilt_broadcast_group_releases_the_old_one_and_works():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from grit_ray.config import CommBackend, Device
+    from grit_ray.workers.weight_sync import BroadcastChannel, ChannelSpec
+
+    def members(port):
+        return [BroadcastChannel(ChannelSpec(host="127.0.0.1", port=port, rank=r, world_size=2,
+                                             backend=CommBackend.GLOO, device=Device.CPU, timeout_s=20))
+                for r in range(2)]
+
+    def round_trip(channels, value):
+        with ThreadPoolExecutor(2) as pool:  # the two members meet in the store at once
+            list(pool.map(lambda c: c.connect(), channels))
+            bufs = [torch.full((4,), value if c.spec.rank == 0 else 0.0) for c in channels]
+            list(pool.map(lambda cb: cb[0].broadcast(cb[1]), zip(channels, bufs)))
+        return bufs[1]
+
+    first = members(_free_port())
+    assert torch.equal(round_trip(first, 3.0), torch.full((4,), 3.0))
+    for c in first:
+        c.close()
+        c.close()  # idempotent
+    assert all(c.group is None for c in first)  # released (aborted), not left to the garbage collector
+    assert torch.equal(round_trip(members(_free_port()), 5.0), torch.full((4,), 5.0))
