@@ -21,6 +21,20 @@ def resolve_device(device: Device) -> str:
     return device.value
 
 
+def cuda_device_index(ray_gpu_ids: list, visible_devices: str | None) -> int:
+    """The CUDA index of this actor's (first) GPU. Ray normally sets CUDA_VISIBLE_DEVICES to the
+    actor's own GPUs, so its GPU is index 0; where Ray leaves it alone
+    (RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES=1, as colocating setups use), every GPU stays
+    visible and index 0 would put every actor of the node on the first GPU."""
+    if not ray_gpu_ids:
+        return 0
+    first = str(ray_gpu_ids[0])
+    if not visible_devices:
+        return int(first)
+    visible = [d.strip() for d in visible_devices.split(",")]
+    return visible.index(first) if first in visible else 0
+
+
 def resolve_dtype(dtype: DType, device: str) -> str:
     # CPU kernels for bf16 matmuls are slow or missing in places; fp32 is the CPU default.
     if device == "cpu" and dtype is not DType.FLOAT32:

@@ -27,8 +27,8 @@ from grit_ray.algo.stats import LearnerStats
 from grit_ray.config import GritConfig, ZeroStage
 from grit_ray.models import adapter_for
 from grit_ray.models.files import copy_side_files
-from grit_ray.workers.hardware import (apply_env, deepspeed_env, limit_threads, resolve_comm_backend, resolve_device,
-                                      resolve_dtype)
+from grit_ray.workers.hardware import (apply_env, cuda_device_index, deepspeed_env, limit_threads, resolve_comm_backend,
+                                      resolve_device, resolve_dtype)
 from grit_ray.workers.weight_sync import Bucket, TensorMeta, pack_into, plan_buckets
 
 R = TypeVar("R")
@@ -75,8 +75,16 @@ class PolicyLearner:
         self.device = resolve_device(cfg.model.device)
         self.dtype = getattr(torch, resolve_dtype(cfg.model.dtype, self.device))
         apply_env(deepspeed_env(self.device))
+        self.cuda_index = 0
+        if self.device == "cuda":
+            import ray
+
+            # the GPU Ray gave this actor, whether or not Ray narrowed CUDA_VISIBLE_DEVICES to it
+            gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
+            self.cuda_index = cuda_device_index(gpu_ids, os.environ.get("CUDA_VISIBLE_DEVICES"))
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
-                          WORLD_SIZE=str(world_size), LOCAL_RANK="0" if self.device == "cuda" else str(rank))
+                          WORLD_SIZE=str(world_size),
+                          LOCAL_RANK=str(self.cuda_index) if self.device == "cuda" else str(rank))
         limit_threads(cfg.resources.actor_threads)
         import deepspeed
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -88,7 +96,7 @@ class PolicyLearner:
         deepspeed.init_distributed(dist_backend=resolve_comm_backend(cfg.learner.comm_backend, self.device),
                                    auto_mpi_discovery=False, verbose=False)
         if self.device == "cuda":
-            torch.cuda.set_device(0)  # each actor sees exactly its own GPU
+            torch.cuda.set_device(self.cuda_index)
         torch.manual_seed(cfg.run.seed)
         self.ds_config = deepspeed_config(cfg, world_size, self.device)
         self.zero3 = cfg.learner.zero_stage is ZeroStage.ZERO3

@@ -31,3 +31,14 @@ def test_gloo_and_nccl_bind_to_the_interface_of_the_node_address(monkeypatch):
     monkeypatch.setattr(os, "environ", exported)  # a copy: nothing leaks into later tests
     apply_env(socket_env(ip))
     assert os.environ["NCCL_SOCKET_IFNAME"] == "ib0" and os.environ["GLOO_SOCKET_IFNAME"] == name
+
+
+def test_the_cuda_index_is_the_actors_own_gpu_whether_or_not_ray_narrowed_visibility():
+    from grit_ray.workers.hardware import cuda_device_index
+
+    assert cuda_device_index([3], "3") == 0  # Ray's usual narrowing: the actor sees only its GPU
+    assert cuda_device_index([2, 3], "2,3") == 0
+    assert cuda_device_index([5], None) == 5  # RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES: all visible
+    assert cuda_device_index([5], "0,1,2,3,4,5,6,7") == 5
+    assert cuda_device_index([5], "7, 5") == 1  # a user's own ordering
+    assert cuda_device_index([], None) == 0  # no Ray GPUs (outside Ray): the first visible device
