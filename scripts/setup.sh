@@ -78,9 +78,10 @@ if (( want_dev )) && ! command -v chromium >/dev/null && ! command -v chromium-b
 fi
 
 if (( want_dev )); then
-  dev_digest=$(digest requirements/dev-lock.txt)
+  dev_digest=$(digest requirements/dev-lock.txt requirements/gpu-dev-lock.txt)
   if [[ "$(cat .venv/.grit-ray-dev 2>/dev/null)" != "$dev_digest" ]]; then
     pip_install -r requirements/dev-lock.txt
+    [[ $stack == gpu ]] && pip_install -r requirements/gpu-dev-lock.txt  # TRL: in cpu-lock.txt on CPU
     echo "$dev_digest" > .venv/.grit-ray-dev
   fi
 fi

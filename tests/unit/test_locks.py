@@ -56,6 +56,15 @@ def test_the_cpu_lock_satisfies_the_runtime_and_the_cpu_extra():
     assert _unsatisfied(project["dependencies"] + project["optional-dependencies"]["cpu"], cpu) == []
 
 
+def test_the_test_tools_are_complete_on_either_stack():
+    project, dev = _pyproject(), _lock("dev-lock.txt")
+    assert _unsatisfied(project["optional-dependencies"]["dev"], {**_lock("cpu-lock.txt"), **dev}) == []
+    assert _unsatisfied(project["optional-dependencies"]["dev"],
+                        {**_lock("gpu-lock.txt"), **_lock("gpu-dev-lock.txt"), **dev}) == []
+    cpu, gpu_dev = _lock("cpu-lock.txt"), _lock("gpu-dev-lock.txt")
+    assert {n: str(v) for n, v in gpu_dev.items() if cpu.get(n) != v} == {}  # TRL's closure as on CPU
+
+
 def test_both_stacks_run_the_same_versions_of_what_they_share():
     cpu, gpu = _lock("cpu-lock.txt"), _lock("gpu-lock.txt")
     shared = (cpu.keys() & gpu.keys()) - GPU_OWN_PINS
