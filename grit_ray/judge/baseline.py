@@ -9,25 +9,11 @@ are compared as the rule judge compares them (``normalise_answer``).
 
 from __future__ import annotations
 
-import enum
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from grit_ray.judge.rule import normalise_answer
-
-
-class AnswerKind(str, enum.Enum):
-    YES_NO = "yes/no"
-    NUMBER = "number"
-    OPEN = "open"
-
-
-def answer_kind(reference: str) -> AnswerKind:
-    norm = normalise_answer(reference)
-    if norm in ("yes", "no"):
-        return AnswerKind.YES_NO
-    return AnswerKind.NUMBER if norm.isdigit() else AnswerKind.OPEN
+from grit_ray.judge.rule import AnswerKind, answer_kind, normalise_answer  # kinds as the rule judge reads them
 
 
 @dataclass(frozen=True)

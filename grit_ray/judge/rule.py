@@ -3,6 +3,7 @@ the same async interface as the LLM judge."""
 
 from __future__ import annotations
 
+import enum
 import re
 
 from grit_ray.config import RuleMatch
@@ -27,8 +28,17 @@ def normalise_answer(text: str) -> str:
     return " ".join(words)
 
 
-def _is_short_answer(normalised: str) -> bool:
-    return normalised.isdigit() or normalised in ("yes", "no")
+class AnswerKind(str, enum.Enum):
+    YES_NO = "yes/no"
+    NUMBER = "number"
+    OPEN = "open"
+
+
+def answer_kind(reference: str) -> AnswerKind:
+    norm = normalise_answer(reference)
+    if norm in ("yes", "no"):
+        return AnswerKind.YES_NO
+    return AnswerKind.NUMBER if norm.isdigit() else AnswerKind.OPEN
 
 
 def rule_score(prediction: str, reference: str, match: RuleMatch = RuleMatch.EXACT) -> float:
@@ -39,7 +49,7 @@ def rule_score(prediction: str, reference: str, match: RuleMatch = RuleMatch.EXA
     if not ref:
         return 0.0
     pred = normalise_answer(prediction)
-    if match is RuleMatch.LEADING and _is_short_answer(ref):
+    if match is RuleMatch.LEADING and answer_kind(reference) is not AnswerKind.OPEN:
         first = pred.split()[0] if pred else ""
         return 1.0 if normalise_answer(first) == ref else 0.0
     return 1.0 if pred == ref else 0.0
