@@ -107,6 +107,19 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from grit_ray.trainer.memory_plan import format_plan, plan_for_config
+
+    cfg = load_config(args.config, args.overrides)
+    try:
+        plan = plan_for_config(cfg, args.gpu_memory, args.gpus)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_plan(plan))
+    return 1 if plan.problems else 0
+
+
 def _cmd_config_docs(args: argparse.Namespace) -> int:
     from grit_ray.config import config_reference_markdown
 
@@ -252,6 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--steps", type=int, default=None)
     sweep.add_argument("--out", required=True, help="directory: one run per seed, summary.md/json, PNGs")
     sweep.set_defaults(func=_cmd_sweep)
+
+    plan = sub.add_parser("plan", help="estimated memory of every GPU the config uses, and whether it fits "
+                                       "(exit 1 when it does not; docs/cluster.md)")
+    _add_config_args(plan)
+    plan.add_argument("--gpu-memory", type=float, default=None, metavar="GIB",
+                      help="memory of each GPU (default: resources.gpu_memory_gib)")
+    plan.add_argument("--gpus", type=int, default=None, help="GPUs of the cluster (default: resources.cluster_gpus)")
+    plan.set_defaults(func=_cmd_plan)
 
     config = sub.add_parser("config", help="configuration").add_subparsers(dest="config_cmd", required=True)
     show = config.add_parser("show", help="validate and print the resolved config")

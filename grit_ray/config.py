@@ -462,6 +462,12 @@ class ResourcesConfig(Section):
         description="torch/OpenMP/vLLM threads per actor; null: cpus_per_actor rounded down, at least 1",
     )
     colocate: bool = Field(False, description="rollout workers share GPUs with learners")
+    cluster_gpus: int | None = Field(
+        None, gt=0, description="GPUs of the cluster the config is written for: `grit-ray plan` and the start-up "
+        "check place the actors on them (null: the running cluster's count, read from Ray at start)")
+    gpu_memory_gib: float | None = Field(
+        None, gt=0, description="memory of each of those GPUs (GiB): the memory planner checks every GPU's load "
+        "against it (docs/cluster.md); null: not checked")
     learner_resources: dict[str, float] = Field(
         default_factory=dict, description="Ray custom resources per learner: pins learners to nodes started with them"
     )

@@ -84,6 +84,9 @@ class ModelAdapter(abc.ABC):
     model_types: ClassVar[tuple[str, ...]]  # config.json "model_type" of the family's checkpoints
     # model types of the family's formats grit-ray cannot load -> what to use instead
     unsupported_model_types: ClassVar[dict[str, str]] = {}
+    # hub id -> the architecture part of its config.json: the memory planner sizes these without
+    # the hub (grit_ray/models/shape.py)
+    published_configs: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def forbidden_tokens(self, tokenizer) -> list[str]:
         """The placeholder tokens this tokenizer actually has. A policy that samples one produces

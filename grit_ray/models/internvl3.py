@@ -51,6 +51,17 @@ def collapse_image_spans(token_ids: list[int], start_id: int, end_id: int, conte
     return out
 
 
+def _internvl3(hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int) -> dict[str, Any]:
+    """The architecture keys of a published InternVL3 -hf config.json: InternViT-300M and a Qwen2.5
+    language model (untied lm_head)."""
+    text = dict(model_type="qwen2", hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                num_attention_heads=heads, num_key_value_heads=kv_heads, vocab_size=151674, tie_word_embeddings=False)
+    vision = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                  image_size=[448, 448], patch_size=[14, 14], use_qk_norm=False, use_mean_pooling=True)
+    return {"model_type": "internvl", "text_config": text, "vision_config": vision, "downsample_ratio": 0.5,
+            "image_seq_length": 256, "tie_word_embeddings": False}
+
+
 class InternVL3Adapter(ModelAdapter):
     family = ModelFamily.INTERNVL3
     image_pad_token = IMAGE_CONTEXT
@@ -59,6 +70,10 @@ class InternVL3Adapter(ModelAdapter):
     box_frame = CoordFrame.NORM1000
     max_prompt_tokens = 1500  # GRIT's limit for InternVL3 (tiles make prompts long)
     model_types = ("internvl",)  # the Hugging Face (-hf) format
+    published_configs = {
+        "OpenGVLab/InternVL3-2B-hf": _internvl3(1536, 8960, 28, 12, 2),
+        "OpenGVLab/InternVL3-8B-hf": _internvl3(3584, 18944, 28, 28, 4),
+    }
     unsupported_model_types = {"internvl_chat": "InternVL's original remote-code format; use its Hugging Face format "
                                                 "(the -hf checkpoint, e.g. OpenGVLab/InternVL3-2B-hf; docs/reproduce.md)"}
 

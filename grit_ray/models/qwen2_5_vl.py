@@ -32,6 +32,17 @@ def collapse_image_pads(token_ids: list[int], pad_id: int) -> list[int]:
     return out
 
 
+def _qwen_vl(hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int, vocab: int,
+             tied: bool) -> dict[str, Any]:
+    """The architecture keys of a published Qwen2.5-VL config.json (one vision tower for all sizes)."""
+    text = dict(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                num_attention_heads=heads, num_key_value_heads=kv_heads, vocab_size=vocab, tie_word_embeddings=tied)
+    vision = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=hidden,
+                  patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                  fullatt_block_indexes=[7, 15, 23, 31])
+    return {"model_type": "qwen2_5_vl", "text_config": text, "vision_config": vision, "tie_word_embeddings": tied}
+
+
 class Qwen25VLAdapter(ModelAdapter):
     family = ModelFamily.QWEN2_5_VL
     image_pad_token = IMAGE_PAD
@@ -40,6 +51,10 @@ class Qwen25VLAdapter(ModelAdapter):
     box_frame = CoordFrame.QWEN_RESIZED  # absolute pixels of the image the processor resized
     max_prompt_tokens = 750
     model_types = ("qwen2_5_vl",)
+    published_configs = {
+        "Qwen/Qwen2.5-VL-3B-Instruct": _qwen_vl(2048, 11008, 36, 16, 2, 151936, tied=True),
+        "Qwen/Qwen2.5-VL-7B-Instruct": _qwen_vl(3584, 18944, 28, 28, 4, 152064, tied=False),
+    }
 
     def processor_kwargs(self, model: ModelConfig) -> dict[str, Any]:
         return {"size": {"shortest_edge": model.min_pixels, "longest_edge": model.max_pixels}}

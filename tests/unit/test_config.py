@@ -208,7 +208,7 @@ def test_configuration_reference_is_current():
 def test_every_shipped_gpu_config_fits_one_node_of_the_deploy_manifests():
     from grit_ray.trainer.placement import bundles, gpus_requested
 
-    node_gpus = 8  # deploy/cluster.yaml (p4d) and deploy/rayjob.yaml: 8-GPU workers
+    node_gpus = 8  # deploy/cluster.yaml (p4de) and deploy/rayjob.yaml: 8-GPU workers
     for path in (c for c in SHIPPED if "device: cuda" in c.read_text()):
         cfg = load_config(path)
         assert 0 < gpus_requested(cfg) <= node_gpus, path.name

@@ -218,13 +218,24 @@ def cache_key(spec: TinyModelSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def tiny_model_dir(spec: TinyModelSpec, family: ModelFamily) -> Path:
+    """Where the cache keeps (or will keep) the tiny model of ``family`` for ``spec``."""
+    return cache_root() / "models" / f"tiny-{family.value}-{cache_key(spec)}"
+
+
+def tiny_config_for_spec(spec: TinyModelSpec, adapter: ModelAdapter):
+    """The transformers config the tiny model of ``spec`` gets, without building it (its tokenizer,
+    which sets the vocabulary, takes a second)."""
+    return _build_config(spec, _build_tokenizer(spec.vocab_size, adapter), adapter)
+
+
 def cached_tiny_model(spec: TinyModelSpec, log=print, family: ModelFamily = ModelFamily.QWEN2_5_VL) -> Path:
     """The tiny model of ``family`` for ``spec`` from the cache, built there first if absent.
     Concurrent callers wait on a lock instead of building twice; a half-built model is never
     visible (atomic rename)."""
-    root = cache_root() / "models"
+    final = tiny_model_dir(spec, family)
+    root = final.parent
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"tiny-{family.value}-{cache_key(spec)}"
     marker = final / "grit_ray_tiny.json"
     if marker.is_file():
         return final

@@ -1,0 +1,64 @@
+"""The memory planner: exact parameter counts of the published checkpoints, and its verdicts on the
+shipped configs for the hardware they name (docs/cluster.md, "Memory plan")."""
+
+from pathlib import Path
+
+import pytest
+
+from grit_ray.config import ModelConfig, ModelFamily, load_config
+from grit_ray.models import adapter_for
+from grit_ray.models.shape import model_shape
+from grit_ray.trainer.memory_plan import GIB, plan_for_config
+
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+
+
+@pytest.mark.parametrize("family,path,params", [
+    # the parameter counts their model cards publish
+    (ModelFamily.QWEN2_5_VL, "Qwen/Qwen2.5-VL-3B-Instruct", 3_754_622_976),
+    (ModelFamily.INTERNVL3, "OpenGVLab/InternVL3-2B-hf", 2_088_883_712),
+])
+def test_published_checkpoint_sizes(family, path, params):
+    shape = model_shape(ModelConfig(path=path, family=family), adapter_for(family))
+    assert shape.params == params
+    assert shape.tied_embeddings is (family is ModelFamily.QWEN2_5_VL)  # the 3B ties lm_head
+
+
+def test_unknown_checkpoint_names_the_field(tmp_path):
+    with pytest.raises(ValueError, match="model.path"):
+        model_shape(ModelConfig(path=str(tmp_path / "missing")), adapter_for(ModelFamily.QWEN2_5_VL))
+
+
+@pytest.mark.parametrize("name", ["grit-qwen2.5vl-3b.yaml", "grit-internvl3-2b.yaml", "scale-7k.yaml"])
+def test_shipped_configs_fit_the_hardware_they_name(name):
+    plan = plan_for_config(load_config(CONFIGS / name))
+    assert plan.gpu_bytes == 80 * GIB and plan.gpus_available == 8
+    assert plan.problems == []
+    assert all(load.total < 0.95 * 80 * GIB for load in plan.loads)
+
+
+def test_colocated_paper_config_refused_on_40_gb():
+    plan = plan_for_config(load_config(CONFIGS / "grit-qwen2.5vl-3b.yaml"), gpu_gib=40)
+    assert any("rollout.gpu_memory_utilization" in p for p in plan.problems)
+    shared = next(load for load in plan.loads if load.engines and load.learners)
+    # the engine's 0.6 of 40 GiB beside a learner of about 26 GiB (weights, reference, Adam shards)
+    assert 20 * GIB < shared.learner.total < 35 * GIB
+
+
+def test_twelve_gpus_refused_on_an_8_gpu_cluster():
+    plan = plan_for_config(load_config(CONFIGS / "scale-7k.yaml", ["learner.num_actors=8"]))
+    assert plan.gpus_needed == 12
+    assert any("resources.cluster_gpus" in p and "12 GPUs" in p for p in plan.problems)
+
+
+def test_estimate_moves_with_the_settings_that_drive_it():
+    base = load_config(CONFIGS / "scale-7k.yaml")
+    learner = lambda cfg: plan_for_config(cfg).loads[0].learner  # noqa: E731
+    ref = learner(base)
+    no_ckpt = learner(load_config(CONFIGS / "scale-7k.yaml", ["learner.gradient_checkpointing=false"]))
+    assert no_ckpt.activations > 3 * ref.activations
+    more_ranks = learner(load_config(CONFIGS / "scale-7k.yaml", ["learner.num_actors=8", "rollout.num_workers=8",
+                                                                  "resources.cluster_gpus=16"]))
+    assert more_ranks.optimizer * 2 == ref.optimizer and more_ranks.weights == ref.weights
+    no_ref = learner(load_config(CONFIGS / "scale-7k.yaml", ["algorithm.kl_beta=0"]))
+    assert no_ref.reference == 0 and ref.reference == ref.weights
