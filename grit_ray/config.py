@@ -463,8 +463,8 @@ class ResourcesConfig(Section):
     )
     colocate: bool = Field(False, description="rollout workers share GPUs with learners")
     cluster_gpus: int | None = Field(
-        None, gt=0, description="GPUs of the cluster the config is written for: `grit-ray plan` and the start-up "
-        "check place the actors on them (null: the running cluster's count, read from Ray at start)")
+        None, gt=0, description="GPUs of the cluster the config is written for: `grit-ray plan` places the actors "
+        "on them (docs/cluster.md); null: not checked")
     gpu_memory_gib: float | None = Field(
         None, gt=0, description="memory of each of those GPUs (GiB): the memory planner checks every GPU's load "
         "against it (docs/cluster.md); null: not checked")

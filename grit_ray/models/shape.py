@@ -43,11 +43,6 @@ class ModelShape:
         return 2 * self.layers * self.kv_dim
 
 
-def _text_and_vision(config) -> tuple[Any, Any]:
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config.text_config
-    return text, config.vision_config
-
-
 def shape_from_config(config, adapter: ModelAdapter, source: str) -> ModelShape:
     """A transformers config of ``adapter``'s family -> its ModelShape (the model built on meta)."""
     import torch
@@ -57,7 +52,7 @@ def shape_from_config(config, adapter: ModelAdapter, source: str) -> ModelShape:
     params = sum(p.numel() for p in model.parameters())
     tower = adapter.vision_tower(model)
     vision_params = sum(p.numel() for p in tower.parameters()) if tower is not None else 0
-    text, vision = _text_and_vision(config)
+    text, vision = config.get_text_config(), config.vision_config
     heads = text.num_attention_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
     kv_heads = getattr(text, "num_key_value_heads", None) or heads
@@ -101,7 +96,7 @@ def config_from_dict(data: dict[str, Any]):
 
 def local_config_json(path: str) -> Path | None:
     """config.json of a folder, or of a hub id already in the hub cache (never downloads)."""
-    folder = Path(path)
+    folder = Path(path).expanduser()
     if (folder / "config.json").is_file():
         return folder / "config.json"
     try:

@@ -12,7 +12,7 @@ Estimates, per learner rank and per rollout engine, in bytes (docs/cluster.md, "
 - the engine: vLLM claims ``rollout.gpu_memory_utilization`` of the GPU for the whole run; weights and
   a profiling peak come out of it and the rest is KV cache.
 The constants are per-token tensor counts of a SwiGLU decoder block as transformers runs it; they are
-an upper estimate, not a measurement (the bench compares them with allocator peaks).
+an upper estimate, not a measurement: they are not yet compared with allocator peaks.
 """
 
 from __future__ import annotations
@@ -20,18 +20,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from grit_ray.config import GritConfig, ZeroStage
+from grit_ray.config import Device, GritConfig, ZeroStage
 from grit_ray.models.shape import ModelShape
+from grit_ray.workers.hardware import resolve_dtype
+from grit_ray.workers.learner import deepspeed_config
 
 GIB = 1024**3
 DS_REDUCE_BUCKET = 500_000_000  # DeepSpeed's reduce_bucket_size default (elements)
 CUDA_CONTEXT = int(0.6 * GIB)  # per process, outside the caching allocator
 ENGINE_PROFILE_PEAK = int(1.5 * GIB)  # vLLM's profiling run and sampler at its default token budget
 HEADROOM = 0.05  # allocator fragmentation: plan to at most 95% of a GPU
-
-
-def dtype_bytes(dtype: str) -> int:
-    return 4 if dtype == "float32" else 2
 
 
 @dataclass(frozen=True)
@@ -126,7 +124,9 @@ def learner_memory(shape: ModelShape, cfg: GritConfig, seq: int, completion: int
         buckets = 0
     else:
         weights = shape.params * w
-        buffers = 2 if cfg.model.device.value == "cuda" else 1  # overlap_comm on CUDA (learner.deepspeed_config)
+        device = "cuda" if cfg.model.device is Device.CUDA else "cpu"
+        overlap = deepspeed_config(cfg, ranks, device)["zero_optimization"]["overlap_comm"]
+        buffers = 2 if overlap else 1  # overlap_comm keeps a second bucket in flight
         buckets = min(DS_REDUCE_BUCKET, trainable) * w * buffers
     gradients = trainable * (w + 4) // ranks
     optimizer = trainable * 12 // ranks
@@ -159,7 +159,7 @@ def plan_memory(cfg: GritConfig, shape: ModelShape, max_prompt_tokens: int, visi
     gpu_gib = gpu_gib if gpu_gib is not None else r.gpu_memory_gib
     gpus = gpus if gpus is not None else r.cluster_gpus
     gpu_bytes = int(gpu_gib * GIB) if gpu_gib else None
-    w = dtype_bytes(cfg.model.dtype.value if cfg.model.device.value == "cuda" else "float32")
+    w = 4 if resolve_dtype(cfg.model.dtype, "cuda" if cfg.model.device is Device.CUDA else "cpu") == "float32" else 2
     seq, completion = sequence_lengths(cfg, max_prompt_tokens)
     learner = learner_memory(shape, cfg, seq, completion, vision_patches, w)
     vllm = cfg.rollout.backend.value == "vllm"
