@@ -468,6 +468,10 @@ class ResourcesConfig(Section):
     gpu_memory_gib: float | None = Field(
         None, gt=0, description="memory of each of those GPUs (GiB): the memory planner checks every GPU's load "
         "against it (docs/cluster.md); null: not checked")
+    refuse_over_plan: bool = Field(
+        True, description="a CUDA run whose memory plan does not fit (resources.cluster_gpus, gpu_memory_gib; "
+        "`grit-ray plan`) stops before any actor starts; false: it prints the problems and starts (the plan is "
+        "an estimate)")
     learner_resources: dict[str, float] = Field(
         default_factory=dict, description="Ray custom resources per learner: pins learners to nodes started with them"
     )

@@ -14,12 +14,13 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from grit_ray.config import GritConfig, load_config, save_resolved_config
+from grit_ray.config import ConfigError, GritConfig, load_config, save_resolved_config
 from grit_ray.data.rows import PromptSampler, Row, RowRules, RowStream, materialise_sources
 from grit_ray.judge.baseline import best_constant_answers, constant_accuracy, constant_line
 from grit_ray.trainer.checkpoints import (CHECKPOINTS, FINAL_MODEL, latest_checkpoint, load_driver_state,
                                           save_checkpoint)
 from grit_ray.trainer.held_out import eval_line, evaluate
+from grit_ray.trainer.memory_plan import start_problems
 from grit_ray.trainer.placement import placement
 from grit_ray.trainer.step import Collection, TrainingStep
 from grit_ray.workers.cluster import ray_session
@@ -63,7 +64,7 @@ class Trainer:
         cfg = self.cfg
         self.model_path = model_path
         started = time.perf_counter()
-        learner_opts, rollout_opts, self._placement_group = placement(cfg)
+        learner_opts, rollout_opts, self._placement_group = placement(cfg, log=_say)
         # every role starts at once: the engines, the learners and the reward actors load side by side
         self.rollout = RolloutPool(cfg, model_path, per_actor_options=rollout_opts, wait=False)
         self.learners = LearnerGroup(cfg, model_path, per_actor_options=learner_opts, wait=False)
@@ -186,6 +187,23 @@ class Trainer:
         return final
 
 
+def check_memory_plan(cfg: GritConfig) -> None:
+    """Stop a CUDA run whose memory plan does not fit the hardware its config names, before any model
+    loads or actor starts (``resources.refuse_over_plan``; docs/cluster.md, "Memory plan")."""
+    try:
+        problems = start_problems(cfg)
+    except ValueError as e:  # a model whose shape the planner cannot read: the run is not held up by it
+        _say(f"memory plan skipped: {e}")
+        return
+    if not problems:
+        return
+    if cfg.resources.refuse_over_plan:
+        raise ConfigError([*problems, "resources.refuse_over_plan: false starts anyway; `grit-ray plan --config "
+                                      "...` prints the estimate per GPU"])
+    for p in problems:
+        _say(f"memory plan: {p} (starting anyway: resources.refuse_over_plan is false)")
+
+
 def train(cfg: GritConfig, run_dir: Path, resume: bool = False, stop_after: int | None = None) -> Path | None:
     """Run (or resume) a training run in ``run_dir``; returns the final model's directory.
     ``stop_after`` ends the run early at that step, with a checkpoint, as if it had been stopped
@@ -193,6 +211,7 @@ def train(cfg: GritConfig, run_dir: Path, resume: bool = False, stop_after: int 
     from grit_ray.models.tiny import ensure_model
     from grit_ray.trainer.tracking import MetricsLogger
 
+    check_memory_plan(cfg)
     ckpt = latest_checkpoint(run_dir) if resume else None
     if resume and ckpt is None:
         _say(f"no complete checkpoint in {run_dir / CHECKPOINTS}: starting from step 0")

@@ -13,6 +13,9 @@ Estimates, per learner rank and per rollout engine, in bytes (docs/cluster.md, "
   a profiling peak come out of it and the rest is KV cache.
 The constants are per-token tensor counts of a SwiGLU decoder block as transformers runs it; they are
 an upper estimate, not a measurement: they are not yet compared with allocator peaks.
+
+A CUDA run checks its plan before it starts any actor (``start_problems``), and the driver checks the
+cluster's GPU count before it places the actors (``trainer.placement.gpu_shortfall``).
 """
 
 from __future__ import annotations
@@ -236,3 +239,12 @@ def format_plan(plan: MemoryPlan) -> str:
     lines += [f"problem: {p}" for p in plan.problems] or ["fits" if plan.gpu_bytes else
                                                           "not checked against a GPU size (--gpu-memory)"]
     return "\n".join(lines)
+
+
+def start_problems(cfg: GritConfig) -> list[str]:
+    """What the memory plan refuses for a CUDA run whose hardware the config names
+    (``resources.gpu_memory_gib`` or ``cluster_gpus``); nothing on CPU or when neither is given."""
+    r = cfg.resources
+    if cfg.model.device is not Device.CUDA or (r.gpu_memory_gib is None and r.cluster_gpus is None):
+        return []
+    return plan_for_config(cfg).problems

@@ -31,8 +31,22 @@ def gpus_requested(cfg: GritConfig) -> float:
     return sum(b.get("GPU", 0.0) for b in bundles(cfg)[0])
 
 
-def placement(cfg: GritConfig) -> tuple[list[dict], list[dict], Any]:
-    """Per-actor scheduling options: learners and rollout workers in one placement group (``bundles``)."""
+def gpu_shortfall(cfg: GritConfig, cluster_gpus: float) -> str | None:
+    """Why a Ray cluster with ``cluster_gpus`` GPUs cannot hold the actors, or None when it can."""
+    need = gpus_requested(cfg)
+    if need <= cluster_gpus + 1e-9:
+        return None
+    r = cfg.resources
+    return (f"the actors reserve {need:g} GPUs (learner.num_actors {cfg.learner.num_actors} x "
+            f"resources.gpus_per_learner {r.gpus_per_learner:g} + rollout.num_workers {cfg.rollout.num_workers} "
+            f"x resources.gpus_per_rollout_worker {r.gpus_per_rollout_worker:g}"
+            f"{', colocated' if r.colocate else ''}) but the Ray cluster has {cluster_gpus:g}")
+
+
+def placement(cfg: GritConfig, log=print) -> tuple[list[dict], list[dict], Any]:
+    """Per-actor scheduling options: learners and rollout workers in one placement group (``bundles``).
+    A local Ray (``resources.ray_address`` null) that has too few GPUs fails at once; a cluster that
+    has too few is waited on (an autoscaler may add nodes) up to ``fault_tolerance.restart_timeout_s``."""
     import ray
     from ray.util.placement_group import placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -40,6 +54,12 @@ def placement(cfg: GritConfig) -> tuple[list[dict], list[dict], Any]:
     r = cfg.resources
     n_learn = cfg.learner.num_actors
     group, roll_idx = bundles(cfg)
+    if (short := gpu_shortfall(cfg, ray.cluster_resources().get("GPU", 0.0))) is not None:
+        if r.ray_address is None:
+            raise RuntimeError(f"{short}: this machine's local Ray cannot place them; lower the GPU shares or "
+                               "join a GPU cluster (resources.ray_address)")
+        log(f"{short}: waiting up to {cfg.fault_tolerance.restart_timeout_s:.0f}s "
+            "(fault_tolerance.restart_timeout_s) for nodes to join")
     pg = placement_group(group, strategy=r.placement_strategy)
     timeout = cfg.fault_tolerance.restart_timeout_s
     ready, _ = ray.wait([pg.ready()], timeout=timeout)

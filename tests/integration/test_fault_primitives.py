@@ -71,3 +71,19 @@ def test_a_restarted_actor_is_awaited_and_noticed(ray_local):
     _kill(actor)  # its one restart is used up
     with pytest.raises(ActorLostError, match="reward actor 0 died and will not be restarted"):
         wait_until_alive(actor, "reward actor 0", timeout_s=60)
+
+
+def test_a_local_ray_short_of_gpus_fails_at_once_and_a_cluster_is_waited_on(ray_local):
+    from grit_ray.config import load_config
+    from grit_ray.trainer.placement import placement
+
+    cfg = load_config(overrides=["resources.gpus_per_learner=1", "fault_tolerance.restart_timeout_s=2"])
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match=r"reserve 1 GPUs .* has 0: this machine's local Ray"):
+        placement(cfg)
+    assert time.perf_counter() - started < 2  # not after restart_timeout_s
+    said: list[str] = []
+    cfg.resources.ray_address = "auto"  # a cluster: an autoscaler may still add the GPUs
+    with pytest.raises(RuntimeError, match="cannot hold the actors"):
+        placement(cfg, log=said.append)
+    assert len(said) == 1 and "waiting up to 2s" in said[0]

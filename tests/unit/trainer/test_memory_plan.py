@@ -62,3 +62,30 @@ def test_estimate_moves_with_the_settings_that_drive_it():
     assert more_ranks.optimizer * 2 == ref.optimizer and more_ranks.weights == ref.weights
     no_ref = learner(load_config(CONFIGS / "scale-7k.yaml", ["algorithm.kl_beta=0"]))
     assert no_ref.reference == 0 and ref.reference == ref.weights
+
+
+def test_a_cuda_run_that_does_not_fit_stops_before_anything_starts(capsys):
+    from grit_ray.config import ConfigError
+    from grit_ray.trainer.loop import check_memory_plan
+    from grit_ray.trainer.memory_plan import start_problems
+
+    paper = CONFIGS / "grit-qwen2.5vl-3b.yaml"
+    assert start_problems(load_config(paper)) == []  # the 80 GB it names
+    assert start_problems(load_config()) == []  # CPU: no GPU memory to plan
+    small = load_config(paper, ["resources.gpu_memory_gib=40"])
+    with pytest.raises(ConfigError, match=r"resources.gpu_memory_gib(.|\n)*resources.refuse_over_plan: false"):
+        check_memory_plan(small)
+    # the plan is an estimate: a user who knows better starts anyway, with the problems printed
+    check_memory_plan(load_config(paper, ["resources.gpu_memory_gib=40", "resources.refuse_over_plan=false"]))
+    assert "starting anyway" in capsys.readouterr().out
+    # no hardware named: nothing to check against
+    assert start_problems(load_config(paper, ["resources.gpu_memory_gib=null", "resources.cluster_gpus=null"])) == []
+
+
+def test_a_cluster_short_of_gpus_is_named_with_the_fields():
+    from grit_ray.trainer.placement import gpu_shortfall
+
+    cfg = load_config(CONFIGS / "scale-7k.yaml")  # 4 learners + 4 engines, one GPU each
+    assert gpu_shortfall(cfg, 8) is None and gpu_shortfall(cfg, 16) is None
+    short = gpu_shortfall(cfg, 6)
+    assert "reserve 8 GPUs" in short and "learner.num_actors 4" in short and "has 6" in short
