@@ -88,6 +88,8 @@ class TinyPretrainSpec(Section):
         4, gt=0, description="batches drawn at once and sorted by length into batches of like lengths (1: none)"
     )
     threads: int = Field(2, gt=0, description="torch threads while pretraining (the same count gives the same bytes)")
+    probe_scenes: int = Field(
+        48, gt=0, description="held-out scenes per probe task after the build (docs/base_model.md); tests use few")
 
 
 class TinyModelSpec(Section):

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from grit_ray.algo.grpo import BatchTotals, group_advantages, token_logprobs_and_entropy, zero_signal_groups
+from grit_ray.algo.grpo import (BatchTotals, LossSettings, group_advantages, policy_loss, token_logprobs_and_entropy,
+                                zero_signal_groups)
 from grit_ray.config import AlgorithmConfig
 from grit_ray.models.family import PromptEncoder
 
@@ -135,6 +136,40 @@ def completion_logprobs(model, batch: MicroBatch, temperature: float = 1.0,
     if entropy is not None:
         entropy.append(ent)
     return logp
+
+
+@dataclass
+class MicroBatchLoss:
+    loss: torch.Tensor  # () this micro-batch's share of the global-batch loss, with grad
+    metrics: dict[str, torch.Tensor]  # per-micro-batch metric sums (``policy_loss``)
+    entropy_sum: float  # sum of per-token entropies over real completion tokens
+    logp: torch.Tensor  # (B, T) the policy's completion log-probs, detached
+
+
+def micro_batch_loss(policy, batch: MicroBatch, totals: BatchTotals, settings: LossSettings, *, reference=None,
+                     temperature: float = 1.0, suppressed: torch.Tensor | None = None,
+                     adapter: ModelAdapter | None = None, behaviour_ratio: bool = False,
+                     where: str = "") -> MicroBatchLoss:
+    """The GRPO-GR loss of one micro-batch: the reference's log-probs (no grad; ``reference`` None
+    when kl_beta is 0), the policy's with entropy, and the clipped objective. ``behaviour_ratio``
+    takes the ratio against the rollout engine's log-probs (one-step-off) instead of the policy's
+    own detached ones. The learner ranks and bench/gpu_check.py both call it."""
+    ref_logp = None
+    if reference is not None:
+        with torch.no_grad():
+            ref_logp = completion_logprobs(reference, batch, temperature, suppressed, adapter=adapter)
+    entropy: list[torch.Tensor] = []
+    logp = completion_logprobs(policy, batch, temperature, suppressed, entropy, adapter=adapter)
+    entropy_sum = float((entropy[0] * batch.completion_mask * batch.weights.unsqueeze(1)).sum())
+    old_logp = logp.detach()
+    if behaviour_ratio:
+        if batch.rollout_logp is None:
+            raise ValueError(f"{where}: algorithm.max_staleness=1 needs the rollout engine's log-probs of every "
+                             "completion")
+        old_logp = batch.rollout_logp
+    loss, metrics = policy_loss(logp, old_logp, batch.advantages, batch.completion_mask, totals, settings, ref_logp,
+                                batch.rollout_logp, batch.weights)
+    return MicroBatchLoss(loss, metrics, entropy_sum, logp.detach())
 
 
 def micro_batches(samples: list[TrainSample], size: int) -> list[list[TrainSample]]:

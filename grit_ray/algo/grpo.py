@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from grit_ray.config import LossAggregation
+from grit_ray.config import AlgorithmConfig, LossAggregation
 
 
 def group_advantages(
@@ -150,6 +150,13 @@ class LossSettings:
     is_cap: float = 3.0
     kl_ratio_correction: bool = False  # KL term x ratio: the unbiased reverse-KL gradient (TRL's default)
     ratio_cap: float | None = None  # dual clip: a negative-advantage token's ratio counts at most this much
+
+
+def loss_settings(alg: AlgorithmConfig) -> LossSettings:
+    """The loss's settings from the config. One-step-off (``max_staleness`` > 0) caps the ratio of a
+    negative-advantage token at ``is_cap`` (dual clip against stale samples; docs/training.md)."""
+    return LossSettings(alg.kl_beta, alg.clip_eps_low, alg.clip_eps_high, alg.loss_agg, alg.is_correction,
+                        alg.is_cap, alg.kl_ratio_correction, ratio_cap=alg.is_cap if alg.max_staleness else None)
 
 
 @dataclass(frozen=True)

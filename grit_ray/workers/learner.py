@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 
 import torch
 
-from grit_ray.algo.experience import TrainSample, collate, completion_logprobs, micro_batches
-from grit_ray.algo.grpo import BatchTotals, LossSettings, policy_loss
+from grit_ray.algo.experience import TrainSample, collate, micro_batch_loss, micro_batches
+from grit_ray.algo.grpo import BatchTotals, loss_settings
 from grit_ray.algo.stats import LearnerStats
 from grit_ray.config import GritConfig, ZeroStage
 from grit_ray.models import adapter_for
@@ -64,6 +64,15 @@ def lr_multiplier(step: int, warmup_steps: int, total_steps: int, schedule: str)
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def _ray_gpu_ids() -> list:
+    """The GPUs Ray assigned to this actor; none outside Ray (bench/gpu_check.py runs a rank alone)."""
+    try:
+        import ray
+    except ImportError:
+        return []
+    return ray.get_gpu_ids() if ray.is_initialized() else []
+
+
 class PolicyLearner:
     """One rank of the data-parallel learner. All ranks must call the collective methods
     (``train_step``, ``gathered_buckets``, ``save_*``, ``load_checkpoint``) together."""
@@ -77,10 +86,8 @@ class PolicyLearner:
         apply_env(deepspeed_env(self.device))
         self.cuda_index = 0
         if self.device == "cuda":
-            import ray
-
             # the GPU Ray gave this actor, whether or not Ray narrowed CUDA_VISIBLE_DEVICES to it
-            gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
+            gpu_ids = _ray_gpu_ids()
             self.cuda_index = cuda_device_index(gpu_ids, os.environ.get("CUDA_VISIBLE_DEVICES"))
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
                           WORLD_SIZE=str(world_size),
@@ -140,9 +147,7 @@ class PolicyLearner:
         if self.pad_id is None:
             self.pad_id = processor.tokenizer.eos_token_id
         alg = cfg.algorithm
-        self.loss_settings = LossSettings(alg.kl_beta, alg.clip_eps_low, alg.clip_eps_high, alg.loss_agg,
-                                          alg.is_correction, alg.is_cap, alg.kl_ratio_correction,
-                                          ratio_cap=alg.is_cap if alg.max_staleness else None)
+        self.loss_settings = loss_settings(alg)
         # one-step-off: completions come from the weights before the last update, so the ratio is
         # taken against the log-probs of the policy that sampled them (docs/training.md)
         self.behaviour_ratio = alg.max_staleness > 0
@@ -162,29 +167,15 @@ class PolicyLearner:
         chunks = micro_batches(samples, self.cfg.learner.micro_batch_size)
         for i, chunk in enumerate(chunks):
             batch = collate(chunk, self.encoder, self.pad_id).to(self.device)
-            ref_logp = None
-            if self.reference is not None:
-                with torch.no_grad():
-                    ref_logp = completion_logprobs(self.reference, batch, self.temperature, self.suppressed,
-                                                   adapter=self.adapter)
             self.engine.set_gradient_accumulation_boundary(i == len(chunks) - 1)
-            entropy: list[torch.Tensor] = []
-            logp = completion_logprobs(self.engine, batch, self.temperature, self.suppressed, entropy,
-                                      adapter=self.adapter)
-            entropy_sum = float((entropy[0] * batch.completion_mask * batch.weights.unsqueeze(1)).sum())
-            stats.entropy_mean = (stats.entropy_mean or 0.0) + entropy_sum
-            old_logp = logp.detach()
-            if self.behaviour_ratio:
-                if batch.rollout_logp is None:
-                    raise ValueError(f"{chunk[0].where}: algorithm.max_staleness=1 needs the rollout engine's "
-                                     "log-probs of every completion")
-                old_logp = batch.rollout_logp
-            loss, metrics = policy_loss(logp, old_logp, batch.advantages, batch.completion_mask, totals,
-                                        self.loss_settings, ref_logp, batch.rollout_logp, batch.weights)
+            out = micro_batch_loss(self.engine, batch, totals, self.loss_settings, reference=self.reference,
+                                   temperature=self.temperature, suppressed=self.suppressed, adapter=self.adapter,
+                                   behaviour_ratio=self.behaviour_ratio, where=chunk[0].where)
+            stats.entropy_mean = (stats.entropy_mean or 0.0) + out.entropy_sum
             # DeepSpeed averages gradients over ranks; the loss is already this micro-batch's share.
-            self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
-            stats.loss += float(loss.detach())
-            stats.accumulate(metrics)
+            self.engine.backward(out.loss * self.world_size, scale_wrt_gas=False)
+            stats.loss += float(out.loss.detach())
+            stats.accumulate(out.metrics)
         stats.lr = float(self.scheduler.get_last_lr()[0])  # the rate this step applies
         self.engine.step()
         self.encoder.clear()

@@ -14,7 +14,8 @@ def test_same_seed_same_corpus_and_same_bytes(tmp_path):
     assert [(s.question, s.answer) for s in _corpus(50, 3)] == [(s.question, s.answer) for s in _corpus(50, 3)]
     # 3 layers: the grounding attention supervises heads of layers 1 and 2; 2 of the 4 steps in the selection phase
     spec = TinyModelSpec(hidden_size=64, num_layers=3, vision_depth=1,
-                         pretrain=TinyPretrainSpec(steps=4, batch_size=2, warmup_steps=1, selection_share=0.5))
+                         pretrain=TinyPretrainSpec(steps=4, batch_size=2, warmup_steps=1, selection_share=0.5,
+                                                           probe_scenes=4))
     quiet = lambda msg: None  # noqa: E731
     a = build_tiny_model(tmp_path / "a", spec, log=quiet)
     b = build_tiny_model(tmp_path / "b", spec, log=quiet)

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from grit_ray.config import ModelFamily, TinyModelSpec
+from grit_ray.config import ModelFamily, TinyModelSpec, TinyPretrainSpec
 from grit_ray.models.family import PIXEL_NUMBER_TOKENS, ModelAdapter
 from grit_ray.models.tiny.numbers import init_number_embeddings
 from grit_ray.models.tiny.pretrain import pretrain
@@ -172,7 +172,7 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None, log
             started = time.perf_counter()
             losses = pretrain(model, processor, spec.pretrain, spec.seed, adapter, log=log)
             log(f"base model pretrained in {time.perf_counter() - started:.0f}s")
-            probed = probe(model, processor, spec.seed, adapter)
+            probed = probe(model, processor, spec.seed, adapter, n=spec.pretrain.probe_scenes)
             report = {"final_loss": round(sum(losses[-100:]) / len(losses[-100:]), 4),
                       "probe": {k: round(v, 4) if isinstance(v, float) else v for k, v in probed.items()}}
             log("base model probe (held-out scenes): " + format_probe(report["probe"]))
@@ -214,7 +214,10 @@ def cache_root() -> Path:
 
 
 def cache_key(spec: TinyModelSpec) -> str:
-    text = json.dumps({"spec": spec.model_dump(mode="json"), "recipe": RECIPE_VERSION}, sort_keys=True)
+    dump = spec.model_dump(mode="json")
+    if dump["pretrain"]["probe_scenes"] == TinyPretrainSpec.model_fields["probe_scenes"].default:
+        del dump["pretrain"]["probe_scenes"]  # the keys of models built before the field existed stay the same
+    text = json.dumps({"spec": dump, "recipe": RECIPE_VERSION}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -98,7 +98,8 @@ def test_a_short_build_records_the_gate_in_its_report(tmp_path):
     from grit_ray.models.tiny import build_tiny_model
 
     spec = TinyModelSpec(hidden_size=64, num_layers=3, vision_depth=1,
-                         pretrain=TinyPretrainSpec(steps=3, batch_size=2, warmup_steps=1, threads=1))
+                         pretrain=TinyPretrainSpec(steps=3, batch_size=2, warmup_steps=1, threads=1,
+                                                           probe_scenes=8))
     out = build_tiny_model(tmp_path / "m", spec, log=lambda m: None)
     report = json.loads((out / "pretrain_report.json").read_text())
     assert report["probe"]["selection_2"] < SELECTION_GATE and report["selection_gate"].startswith("selection gate:")
