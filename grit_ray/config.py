@@ -100,12 +100,16 @@ class TinyModelSpec(Section):
     num_layers: int = Field(4, gt=0, description="text decoder layers")
     vision_depth: int = Field(2, gt=0, description="vision tower blocks")
     vocab_size: int = Field(1024, ge=512, description="BPE vocabulary before special tokens")
+    tie_embeddings: bool = Field(
+        False, description="the LM head shares the input embeddings, as Qwen2.5-VL-3B's does (the sync, save and "
+        "vLLM paths then carry one tensor for both; docs/models.md)")
     pretrain: TinyPretrainSpec = TinyPretrainSpec()
 
     @classmethod
-    def plumbing(cls, seed: int = 0) -> TinyModelSpec:
+    def plumbing(cls, seed: int = 0, tie_embeddings: bool = False) -> TinyModelSpec:
         """The small random model for tests of the machinery (`grit-ray model tiny --random`)."""
-        return cls(seed=seed, hidden_size=64, num_layers=2, pretrain=TinyPretrainSpec(steps=0))
+        return cls(seed=seed, hidden_size=64, num_layers=2, tie_embeddings=tie_embeddings,
+                   pretrain=TinyPretrainSpec(steps=0))
 
 
 class ModelConfig(Section):

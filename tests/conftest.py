@@ -28,6 +28,12 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_tied_dir(tmp_path_factory) -> Path:
+    """The small random Qwen2.5-VL with a tied LM head (docs/models.md, "Tied embeddings")."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-tied"), TinyModelSpec.plumbing(seed=0, tie_embeddings=True))
+
+
+@pytest.fixture(scope="session")
 def tiny_internvl_dir(tmp_path_factory) -> Path:
     """The small random InternVL3 (transformers' InternVL classes, a Qwen2 text model)."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny-internvl3"), TinyModelSpec.plumbing(seed=0),

@@ -125,10 +125,13 @@ def completion_logprobs(model, batch: MicroBatch, temperature: float = 1.0,
     completion, keeping only the T + 1 final logits (the last predicts nothing and is dropped).
     When ``entropy`` is a list, the (B, T) per-token entropies are appended to it (no grad).
     With the family's ``adapter``, the vision tower runs once per distinct image of the micro-batch
-    (a group's completions share theirs) instead of once per row; the result is the same."""
+    (a group's completions share theirs) instead of once per row; the result is the same. Every
+    micro-batch takes that path, shared images or not: under ZeRO-3 the ranks gather parameters
+    module by module in the order they run, and a rank running the vision tower before the forward
+    while another ran it inside would wait on each other for ever (measured: docs/learner.md)."""
     T = batch.completion_ids.shape[1]
     inputs = batch.model_inputs()
-    if adapter is not None and len(set(batch.image_of_row)) < len(batch.image_of_row):
+    if adapter is not None and batch.image_of_row and "pixel_values" in inputs:
         inputs = adapter.share_image_features(model, inputs, batch.image_of_row)
     logits = model(**inputs, logits_to_keep=T + 1, use_cache=False).logits  # (B, T + 1, V)
     logp, ent = token_logprobs_and_entropy(logits[:, :-1, :], batch.completion_ids, temperature, suppressed,

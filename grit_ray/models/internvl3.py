@@ -128,7 +128,7 @@ class InternVL3Adapter(ModelAdapter):
             image_token_id=ids[IMAGE_CONTEXT],
             image_seq_length=TINY_FEATURES,
             downsample_ratio=TINY_DOWNSAMPLE,
-            tie_word_embeddings=False,
+            tie_word_embeddings=spec.tie_embeddings,
             architectures=["InternVLForConditionalGeneration"],
         )
 

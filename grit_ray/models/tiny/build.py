@@ -125,7 +125,7 @@ def _build_config(spec: TinyModelSpec, tokenizer, adapter: ModelAdapter):
         num_key_value_heads=heads,
         max_position_embeddings=4096,
         rms_norm_eps=1e-6,
-        tie_word_embeddings=False,
+        tie_word_embeddings=spec.tie_embeddings,
         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
@@ -215,8 +215,11 @@ def cache_root() -> Path:
 
 def cache_key(spec: TinyModelSpec) -> str:
     dump = spec.model_dump(mode="json")
+    # the keys of models built before these fields existed stay the same while they hold their defaults
     if dump["pretrain"]["probe_scenes"] == TinyPretrainSpec.model_fields["probe_scenes"].default:
-        del dump["pretrain"]["probe_scenes"]  # the keys of models built before the field existed stay the same
+        del dump["pretrain"]["probe_scenes"]
+    if not dump["tie_embeddings"]:
+        del dump["tie_embeddings"]
     text = json.dumps({"spec": dump, "recipe": RECIPE_VERSION}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
