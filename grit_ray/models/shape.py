@@ -43,6 +43,13 @@ class ModelShape:
         return 2 * self.layers * self.kv_dim
 
 
+def ties_word_embeddings(config) -> bool:
+    """Whether a transformers config ties the LM head to the input embeddings (a multimodal config
+    may say so at its top level or in its text config)."""
+    return bool(getattr(config, "tie_word_embeddings", False)
+                or getattr(config.get_text_config(), "tie_word_embeddings", False))
+
+
 def shape_from_config(config, adapter: ModelAdapter, source: str) -> ModelShape:
     """A transformers config of ``adapter``'s family -> its ModelShape (the model built on meta)."""
     import torch
@@ -59,8 +66,7 @@ def shape_from_config(config, adapter: ModelAdapter, source: str) -> ModelShape:
     return ModelShape(
         source=source, params=params, vision_params=vision_params, hidden=text.hidden_size,
         layers=text.num_hidden_layers, intermediate=text.intermediate_size, vocab=text.vocab_size,
-        kv_dim=kv_heads * head_dim, tied_embeddings=bool(getattr(config, "tie_word_embeddings", False)
-                                                         or getattr(text, "tie_word_embeddings", False)),
+        kv_dim=kv_heads * head_dim, tied_embeddings=ties_word_embeddings(config),
         vision_hidden=vision.hidden_size,
         vision_layers=getattr(vision, "depth", None) or vision.num_hidden_layers,
         vision_intermediate=vision.intermediate_size,

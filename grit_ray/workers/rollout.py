@@ -27,6 +27,7 @@ from grit_ray.config import GritConfig, RolloutBackend
 from grit_ray.data.rows import DataError, Row
 from grit_ray.grit.prompts import chat_messages
 from grit_ray.models import adapter_for, max_prompt_tokens
+from grit_ray.models.shape import ties_word_embeddings
 from grit_ray.workers.faults import FaultLog, Incarnations, wait_until_alive
 from grit_ray.workers.hardware import (VLLM_REQUIRED_ENV, apply_env, limit_threads, require_env, resolve_device,
                                       resolve_dtype, socket_env, vllm_env)
@@ -254,8 +255,7 @@ def retie_lm_head(model, hf_config) -> bool:
     whether the model ties its head."""
     from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
 
-    text_config = getattr(hf_config, "text_config", None) or hf_config
-    if not (getattr(hf_config, "tie_word_embeddings", False) or getattr(text_config, "tie_word_embeddings", False)):
+    if not ties_word_embeddings(hf_config):
         return False
     heads = [m for m in model.modules() if isinstance(m, ParallelLMHead)]
     embeddings = [m for m in model.modules() if type(m) is VocabParallelEmbedding]
