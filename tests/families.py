@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from grit_ray.config import ModelFamily
+from grit_ray.models.shape import ties_word_embeddings
 
 # family -> the session fixture holding its small random model (tests/conftest.py)
 MODEL_FIXTURE = {ModelFamily.QWEN2_5_VL: "tiny_model_dir", ModelFamily.INTERNVL3: "tiny_internvl_dir"}
@@ -25,7 +26,7 @@ def load_learner_weights(model, weights: dict) -> None:
     """The learner's full weights into a transformers model of the same shape. They are its named
     parameters, so a tied LM head comes once, as the input embeddings; everything else must match."""
     missing, unexpected = model.load_state_dict(weights, strict=False)
-    tied = {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
+    tied = {"lm_head.weight"} if ties_word_embeddings(model.config) else set()
     assert not unexpected and set(missing) == tied, (missing, unexpected)
     if tied:
         assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
