@@ -46,7 +46,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a bare checkout, not installed
 
 from grit_ray.algo.experience import (MicroBatch, TrainSample, assign_advantages, collate,  # noqa: E402
-                                      micro_batch_loss, micro_batches, totals_of)
+                                      micro_batch_loss, totals_of)
+from grit_ray.algo.micro_batching import plan_micro_batches  # noqa: E402
 from grit_ray.algo.grpo import loss_settings  # noqa: E402
 from grit_ray.config import (DataSource, GritConfig, ModelFamily, SynthSpec, TinyModelSpec,  # noqa: E402
                              load_config)
@@ -192,7 +193,7 @@ def backward_step(model, reference, samples: list[TrainSample], cfg: GritConfig,
     totals, settings = totals_of(samples), loss_settings(cfg.algorithm)
     adapter = adapter_for(cfg.model.family)
     loss, logps, tokens = 0.0, [], 0
-    for chunk in micro_batches(samples, cfg.learner.micro_batch_size):
+    for chunk in plan_micro_batches(samples, 1, cfg.learner.micro_batch_size)[0]:
         batch = collate(chunk, parts.encoder, parts.pad_id).to(device)
         out = micro_batch_loss(model, batch, totals, settings, reference=reference, temperature=parts.temperature,
                                suppressed=parts.suppressed, adapter=adapter)
@@ -282,8 +283,9 @@ def check_deepspeed(s: Setting, family: ModelFamily, figures: dict[str, Any]) ->
     learner = PolicyLearner(cfg, str(s.models[family]), rank=0, world_size=1, master_addr="127.0.0.1",
                             master_port=port)
     # the process group stays up: a second rank in this process reuses it (init_distributed is idempotent)
-    first = learner.train_step(samples, totals_of(samples))
-    second = learner.train_step(samples, totals_of(samples))
+    plan = plan_micro_batches(samples, 1, cfg.learner.micro_batch_size)[0]
+    first = learner.train_step(plan, totals_of(samples))
+    second = learner.train_step(plan, totals_of(samples))
     figures.update(startup_s=round(learner.startup_s, 2), loss_first=round(first.loss, 6),
                    loss_second=round(second.loss, 6), grad_norm=round(first.grad_norm, 5),
                    step_s=round(second.train_s, 3))

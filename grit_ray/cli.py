@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from grit_ray.config import (
+    ComparisonOrder,
     ConfigError,
     DataFormat,
     DataSource,
@@ -76,7 +77,8 @@ def _cmd_model_tiny(args: argparse.Namespace) -> int:
 def _cmd_model_probe(args: argparse.Namespace) -> int:
     from grit_ray.models.tiny.probe import probe_directory, selection_gate
 
-    report = probe_directory(args.model, n=args.n, threads=args.threads)
+    order = ComparisonOrder(args.comparison_order) if args.comparison_order else None
+    report = probe_directory(args.model, n=args.n, threads=args.threads, comparison_order=order)
     width = max(len(k) for k in report)
     for key, value in report.items():
         print(f"{key:<{width}}  {value:.3f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
@@ -253,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--n", type=int, default=48, help="questions per probe (selection: twice as many)")
     probe.add_argument("--threads", type=int, default=2)
     probe.add_argument("--gate", action="store_true", help="exit 1 when selection is below the gate")
+    probe.add_argument("--comparison-order", choices=[o.value for o in ComparisonOrder], default=None,
+                       help="how worked comparisons are asked; default: the base model's build (its "
+                       "grit_ray_tiny.json), else as-asked")
     probe.set_defaults(func=_cmd_model_probe)
 
     sweep = sub.add_parser("sweep", help="one config over several seeds: every held-out metric as mean and 95%% "

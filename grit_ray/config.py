@@ -57,6 +57,13 @@ class DType(str, enum.Enum):
     FLOAT16 = "float16"
 
 
+class ComparisonOrder(str, enum.Enum):
+    """How the corpus works a relation through two boxes (docs/base_model.md, "Why this recipe")."""
+
+    AS_ASKED = "as-asked"  # a's box, then b's, the coordinates the relation compares; the sign's meaning per relation
+    CANONICAL = "canonical"  # the box the relation puts first, then the other; far edge < near edge means Yes
+
+
 class TinyPretrainSpec(Section):
     """Supervised pretraining of the tiny base model on its corpus (docs/base_model.md)."""
 
@@ -90,6 +97,9 @@ class TinyPretrainSpec(Section):
     threads: int = Field(2, gt=0, description="torch threads while pretraining (the same count gives the same bytes)")
     probe_scenes: int = Field(
         48, gt=0, description="held-out scenes per probe task after the build (docs/base_model.md); tests use few")
+    comparison_order: ComparisonOrder = Field(
+        ComparisonOrder.AS_ASKED, description="how worked comparisons and chains order the two boxes: as-asked "
+        "(recipe 7) or canonical (build 9: the answer follows the sign alone; docs/base_model.md)")
 
 
 class TinyModelSpec(Section):
@@ -427,6 +437,11 @@ class LearnerConfig(Section):
     zero_stage: ZeroStage = Field(ZeroStage.ZERO2, description="DeepSpeed ZeRO stage, 2 or 3")
     comm_backend: CommBackend = Field(CommBackend.AUTO, description="auto: nccl on CUDA, gloo on CPU")
     micro_batch_size: int = Field(1, gt=0, description="completions per forward/backward per actor")
+    max_tokens_per_micro_batch: int | None = Field(
+        None, gt=0, description="cut micro-batches by computed tokens (rows x (longest prompt + longest completion)) "
+        "instead of micro_batch_size rows: completions sorted by length, balanced over ranks (docs/learner.md); "
+        "null: micro_batch_size rows",
+    )
     lr: float = Field(2e-6, gt=0.0, description="AdamW learning rate (GRIT: 2e-6)")
     lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="decay after warm-up")
     warmup_steps: int = Field(0, ge=0, description="linear warm-up steps")
@@ -569,7 +584,7 @@ class GritConfig(Section):
     def _batch_divides(self) -> GritConfig:
         per_update = self.algorithm.completions_per_step
         per_pass = self.learner.num_actors * self.learner.micro_batch_size
-        if per_update % per_pass:
+        if self.learner.max_tokens_per_micro_batch is None and per_update % per_pass:
             raise ValueError(
                 f"algorithm.prompts_per_step x algorithm.group_size = {per_update} completions is not divisible "
                 f"by learner.num_actors x learner.micro_batch_size = {per_pass}"

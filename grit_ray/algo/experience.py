@@ -38,6 +38,7 @@ class TrainSample:
     group_id: int = 0
     weight: float = 1.0  # 0.0: a filler that keeps data-parallel ranks in lock-step, contributes nothing
     where: str = ""  # data row (file:line) for error messages
+    prompt_tokens: int = 0  # the prompt's tokens with its image's, as the rollout counted them (0: not known)
 
     def filler(self) -> TrainSample:
         """A zero-weight copy: same shapes, no contribution to loss or metrics."""
@@ -173,10 +174,6 @@ def micro_batch_loss(policy, batch: MicroBatch, totals: BatchTotals, settings: L
     loss, metrics = policy_loss(logp, old_logp, batch.advantages, batch.completion_mask, totals, settings, ref_logp,
                                 batch.rollout_logp, batch.weights)
     return MicroBatchLoss(loss, metrics, entropy_sum, logp.detach())
-
-
-def micro_batches(samples: list[TrainSample], size: int) -> list[list[TrainSample]]:
-    return [samples[i:i + size] for i in range(0, len(samples), size)]
 
 
 def totals_of(samples: list[TrainSample]) -> BatchTotals:

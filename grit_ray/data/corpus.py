@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 from PIL import Image
 
-from grit_ray.config import CoordFrame, PromptTemplate, SynthSpec
+from grit_ray.config import ComparisonOrder, CoordFrame, PromptTemplate, SynthSpec
 from grit_ray.data.synth import COLOURS, RELATIONS, SHAPES, Obj, image_side, random_kinds, render, scatter, unique_by
 from grit_ray.grit.grounding import FrameSpec, from_original
 
@@ -76,10 +76,18 @@ PRESENT_SHARE = 0.8  # find asks mostly about colours and kinds in the picture (
 # the relations of COMPARE in the data's words, but for "above"/"below": those two stay held out
 # for GRIT training to generalise to (docs/base_model.md)
 COMPARE_WORDS = {"left of": "left of", "right of": "right of", "above": "higher up than", "below": "lower down than"}
-# the coordinates (of a's box, of b's) that each of synth.RELATIONS compares: "a left of b" is a.x2 < b.x1.
-# A comparison is worked through them ("40 < 62"): the tiny model learns to copy one coordinate and to
-# compare two numbers side by side, but not both in one step (docs/base_model.md, "Why this recipe", recipe 7)
+# ComparisonOrder.AS_ASKED (recipe 7): the coordinates (of a's box, of b's) that each of synth.RELATIONS
+# compares: "a left of b" is a.x2 < b.x1. A comparison is worked through them ("40 < 62"): the tiny model
+# learns to copy one coordinate and to compare two numbers side by side, but not both in one step; and
+# "<" means Yes for left and above, No for right and below
 RELATION_COORDINATES = {"left of": (2, 0), "right of": (0, 2), "above": (3, 1), "below": (1, 3)}
+# ComparisonOrder.CANONICAL (build 9): the two boxes in the order in which the relation puts the smaller
+# coordinate first ("a right of b" is b.x2 < a.x1: b's box first), in a comparison's question as in a
+# chain; then the first box's far edge against the second's near edge on the relation's axis, "<" iff
+# it holds. The answer follows the sign alone: with recipe 7's order the whole-corpus model wrote the
+# right sign 77% of the time and answered at chance (docs/base_model.md, "Why this recipe")
+CANONICAL_FIRST = {"left of": 0, "right of": 1, "above": 0, "below": 1}  # which of (a, b) comes first
+AXIS_COORDINATES = {"left of": (2, 0), "right of": (2, 0), "above": (3, 1), "below": (3, 1)}  # (first's, second's)
 # the corpus's own wording of synth.RELATIONS ("entirely", as there)
 RELATION_WORDS = {"left of": "to the left of", "right of": "to the right of", "above": "higher up than",
                   "below": "lower down than"}
@@ -141,15 +149,29 @@ def _balanced_relation(rng: random.Random, named: list[Obj]) -> tuple[Obj, Obj, 
     return rng.choice([q for q in asked if q[3] == want] or asked)
 
 
-def worked_comparison(a_box, b_box, relation: str) -> str:
-    """The two coordinates ``relation`` compares and their order: "40 < 62" ("=" when equal)."""
-    i, j = RELATION_COORDINATES[relation]
-    x, y = a_box[i], b_box[j]
+def ordered_pair(a, b, relation: str, order: ComparisonOrder = ComparisonOrder.AS_ASKED) -> tuple:
+    """(a, b) in the order a worked comparison of ``relation`` writes their boxes."""
+    return (b, a) if order is ComparisonOrder.CANONICAL and CANONICAL_FIRST[relation] else (a, b)
+
+
+def worked_comparison(a_box, b_box, relation: str, order: ComparisonOrder = ComparisonOrder.AS_ASKED) -> str:
+    """The two coordinates ``relation`` compares and their order: "40 < 62" ("=" when equal). As
+    asked: a's, then b's (``RELATION_COORDINATES``); canonical: the first box's far edge against the
+    second's near edge, "<" iff the relation holds."""
+    if order is ComparisonOrder.CANONICAL:
+        first, second = ordered_pair(a_box, b_box, relation, order)
+        i, j = AXIS_COORDINATES[relation]
+        x, y = first[i], second[j]
+    else:
+        i, j = RELATION_COORDINATES[relation]
+        x, y = a_box[i], b_box[j]
     return f"{x} {'<' if x < y else '>' if x > y else '='} {y}"
 
 
-def _ask(rng: random.Random, objs: list[Obj], task: CorpusTask) -> _Asked | None:
-    """The question of ``task`` about this scene and its answers, or None when the scene cannot pose it."""
+def _ask(rng: random.Random, objs: list[Obj], task: CorpusTask,
+         order: ComparisonOrder = ComparisonOrder.AS_ASKED) -> _Asked | None:
+    """The question of ``task`` about this scene and its answers, or None when the scene cannot pose it;
+    comparisons and chains write their two boxes in ``order``."""
     if task is CorpusTask.WHERE:
         # the shape is named by whatever singles it out: its kind, its colour or both
         refs = [(o, f"the {o.shape}") for o in unique_by(objs, lambda o: o.shape)]
@@ -165,9 +187,10 @@ def _ask(rng: random.Random, objs: list[Obj], task: CorpusTask) -> _Asked | None
             return None
         a, b, relation, holds = _balanced_relation(rng, named)
         word = "Yes" if holds else "No"
-        return _Asked(f"The {a.name} is at {box_text(a.box)} and the {b.name} at {box_text(b.box)}. "
+        first, second = ordered_pair(a, b, relation, order)
+        return _Asked(f"The {first.name} is at {box_text(first.box)} and the {second.name} at {box_text(second.box)}. "
                       f"Is the {a.name} {COMPARE_WORDS[relation]} the {b.name}?",
-                      f"{worked_comparison(a.box, b.box, relation)}. So: {word}", [], short=word)
+                      f"{worked_comparison(a.box, b.box, relation, order)}. So: {word}", [], short=word)
     if task is CorpusTask.TALLY:  # boxes given in the text, counted
         by_colour = rng.random() < 0.5
         key = rng.choice(list(COLOURS)) if by_colour else rng.choice(SHAPES)
@@ -202,9 +225,11 @@ def _ask(rng: random.Random, objs: list[Obj], task: CorpusTask) -> _Asked | None
         if rng.random() < 0.5 and len(named := unique_by(objs, lambda o: o.name)) >= 2:
             a, b, relation, holds = _balanced_relation(rng, named)
             word = "Yes" if holds else "No"
+            first, second = ordered_pair(a, b, relation, order)
             return _Asked(f"Is the {a.name} {RELATION_WORDS[relation]} the {b.name}?",
-                          f"The {a.name} is at {box_text(a.box)}. The {b.name} is at {box_text(b.box)}. "
-                          f"{worked_comparison(a.box, b.box, relation)}. So: {word}", [a.box, b.box], short=word)
+                          f"The {first.name} is at {box_text(first.box)}. The {second.name} is at "
+                          f"{box_text(second.box)}. {worked_comparison(a.box, b.box, relation, order)}. So: {word}",
+                          [first.box, second.box], short=word)
         by_colour = rng.random() < 0.5
         key = rng.choice(list(COLOURS)) if by_colour else rng.choice(SHAPES)
         hits = [o for o in objs if (o.colour if by_colour else o.shape) == key]
@@ -290,10 +315,11 @@ def in_frame(box: tuple[int, int, int, int], w: int, h: int, frame: CoordFrame) 
 
 def corpus_sample(rng: random.Random, world: SynthSpec, max_objects: int = MAX_OBJECTS,
                   task: CorpusTask | None = None, box_frame: CoordFrame = CoordFrame.QWEN_RESIZED,
-                  weights: dict[CorpusTask, int] = TASK_WEIGHTS, scene_size: int | None = None) -> CorpusSample:
+                  weights: dict[CorpusTask, int] = TASK_WEIGHTS, scene_size: int | None = None,
+                  comparison_order: ComparisonOrder = ComparisonOrder.AS_ASKED) -> CorpusSample:
     """One (image, question, answer) pair of the corpus, its boxes written in ``box_frame``; the
     task is ``task`` or drawn by ``weights``; a scene of ``scene_size`` shapes where given (counting
-    scenes excepted), else of 1..``max_objects``."""
+    scenes excepted), else of 1..``max_objects``; worked comparisons in ``comparison_order``."""
     while True:  # the kind is drawn again when the scene cannot pose it (relations in one-object scenes)
         kind = task or rng.choices(list(weights), weights=list(weights.values()))[0]
         w, h = image_side(rng, world), image_side(rng, world)
@@ -309,7 +335,7 @@ def corpus_sample(rng: random.Random, world: SynthSpec, max_objects: int = MAX_O
                 continue  # a shape did not fit: draw again
             # asked about the boxes in the family's frame (the relations hold in either: scaling keeps
             # order; listings are read in bands of 20 frame units, so their order may differ by frame)
-            asked = _ask(rng, [replace(o, box=in_frame(o.box, w, h, box_frame)) for o in objs], kind)
+            asked = _ask(rng, [replace(o, box=in_frame(o.box, w, h, box_frame)) for o in objs], kind, comparison_order)
         if (objs or kind is CorpusTask.COUNT) and asked is not None:
             break
     # chains and worked comparisons come under their own cue (grit.prompts.BOXES_FIRST_SUFFIX), never

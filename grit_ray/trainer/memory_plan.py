@@ -98,8 +98,10 @@ def sequence_lengths(cfg: GritConfig, max_prompt_tokens: int) -> tuple[int, int]
 
 def activation_bytes(shape: ModelShape, cfg: GritConfig, w: int, seq: int, completion: int,
                      vision_patches: int) -> int:
-    """One micro-batch's forward activations kept for backward, plus the logits path."""
-    mb = cfg.learner.micro_batch_size
+    """One micro-batch's forward activations kept for backward, plus the logits path. Under a token
+    budget, as many rows of the longest length (``seq``) as the budget holds, at least one."""
+    budget = cfg.learner.max_tokens_per_micro_batch
+    mb = cfg.learner.micro_batch_size if budget is None else max(1, budget // seq)
     # per token per block: ~9 hidden-wide and 4 intermediate-wide tensors in the model dtype, and
     # RMSNorm's two fp32 upcasts (16 bytes per hidden unit)
     block = w * (9 * shape.hidden + 3 * shape.kv_dim + 4 * shape.intermediate) + 16 * shape.hidden

@@ -49,7 +49,8 @@ def reward_item(sample: SampledCompletion, row: Row, cfg: GritConfig) -> RewardI
 def train_sample(sample: SampledCompletion, row: Row) -> TrainSample:
     c = sample.completion
     return TrainSample(prompt=sample.prompt, image=row.image, completion_ids=list(c.token_ids), advantage=0.0,
-                       rollout_logprobs=c.logprobs, group_id=sample.group_id, where=row.where)
+                       rollout_logprobs=c.logprobs, group_id=sample.group_id, where=row.where,
+                       prompt_tokens=c.prompt_tokens)
 
 
 def reward_metrics(scored: list[ScoredCompletion], prefix: str = "") -> dict[str, float]:

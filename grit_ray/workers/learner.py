@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from grit_ray.algo.experience import TrainSample, collate, micro_batch_loss, micro_batches
+from grit_ray.algo.experience import TrainSample, collate, micro_batch_loss
 from grit_ray.algo.grpo import BatchTotals, loss_settings
 from grit_ray.algo.stats import LearnerStats
 from grit_ray.config import GritConfig, ZeroStage
@@ -159,12 +159,12 @@ class PolicyLearner:
 
     # ------------------------------------------------------------------ training
 
-    def train_step(self, samples: list[TrainSample], totals: BatchTotals) -> LearnerStats:
-        """One optimizer step over this rank's shard. Returns this rank's sums (the group reduces them)."""
+    def train_step(self, chunks: list[list[TrainSample]], totals: BatchTotals) -> LearnerStats:
+        """One optimizer step over this rank's micro-batches (``algo.micro_batching``; every rank runs as
+        many). Returns this rank's sums (the group reduces them)."""
         started = time.perf_counter()
         self.engine.train()
         stats = LearnerStats()
-        chunks = micro_batches(samples, self.cfg.learner.micro_batch_size)
         for i, chunk in enumerate(chunks):
             batch = collate(chunk, self.encoder, self.pad_id).to(self.device)
             self.engine.set_gradient_accumulation_boundary(i == len(chunks) - 1)

@@ -12,6 +12,7 @@ from typing import Any
 import ray
 
 from grit_ray.algo.experience import TrainSample, totals_of
+from grit_ray.algo.micro_batching import plan_micro_batches
 from grit_ray.algo.stats import LearnerStats
 from grit_ray.config import GritConfig
 from grit_ray.workers.faults import get_all
@@ -41,8 +42,8 @@ class LearnerActor:
         self.learner = PolicyLearner(cfg, model_path, rank, world_size, addr, port)
         return self.learner.startup_s
 
-    def train_step(self, samples: list[TrainSample], totals) -> LearnerStats:
-        return self.learner.train_step(samples, totals)
+    def train_step(self, micro_batches: list[list[TrainSample]], totals) -> LearnerStats:
+        return self.learner.train_step(micro_batches, totals)
 
     # weight sync: every rank gathers; rank 0 also sends
     def weight_plan(self, bucket_mb: float, trainable_only: bool) -> list[Bucket]:
@@ -86,18 +87,6 @@ class LearnerActor:
 
     def load_checkpoint(self, ckpt_dir: str) -> int:
         return self.learner.load_checkpoint(ckpt_dir)
-
-
-def shard_samples(samples: list[TrainSample], ranks: int, micro_batch_size: int) -> list[list[TrainSample]]:
-    """Contiguous equal shards; the batch is filled up with zero-weight copies to a multiple of
-    ranks x micro_batch_size, so every rank runs the same number of micro-batches (ZeRO-3's
-    collectives run in lock-step). Fillers change neither the loss nor the metrics."""
-    if not samples:
-        raise ValueError("empty training batch")
-    unit = ranks * micro_batch_size
-    padded = list(samples) + [samples[-1].filler() for _ in range(-len(samples) % unit)]
-    per_rank = len(padded) // ranks
-    return [padded[r * per_rank:(r + 1) * per_rank] for r in range(ranks)]
 
 
 class LearnerGroup:
@@ -148,9 +137,10 @@ class LearnerGroup:
         once: the driver generates the next batch meanwhile (one-step-off). ``finish_train_step``
         waits for it."""
         totals = totals_of(samples)
-        shards = shard_samples(samples, self.size, self.cfg.learner.micro_batch_size)
+        lc = self.cfg.learner
+        plan = plan_micro_batches(samples, self.size, lc.micro_batch_size, lc.max_tokens_per_micro_batch)
         with self.issuing:
-            return [a.train_step.remote(s, totals) for a, s in zip(self.actors, shards)]
+            return [a.train_step.remote(rank_plan, totals) for a, rank_plan in zip(self.actors, plan)]
 
     def finish_train_step(self, pending: list) -> LearnerStats:
         return LearnerStats.reduce(self._get(pending, "learner step"))

@@ -39,6 +39,7 @@ class Completion:
     token_ids: list[int]
     logprobs: list[float] | None  # sampled-token log-probs under the rollout engine
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
+    prompt_tokens: int = 0  # the prompt's tokens with its image's (what the learner's micro-batch plan counts)
 
 
 @dataclass(frozen=True)
@@ -193,19 +194,23 @@ class VLLMGenerator(Generator):
 
     def engine_prompt(self, prompt: str, row: Row) -> dict:
         """Token-id prompt through the learner's processor path, laid out as the engine expects."""
+        return self._engine_prompt(prompt, row)[0]
+
+    def _engine_prompt(self, prompt: str, row: Row) -> tuple[dict, int]:
+        """``engine_prompt`` and the prompt's length with its image's tokens expanded."""
         image = row.open_image()
         ids = self.encoder.encode_image(prompt, image)["input_ids"][0].tolist()
         self.check_length(len(ids), row)
         return {"prompt_token_ids": self.adapter.engine_prompt_ids(ids, self.tokenizer),
-                "multi_modal_data": {"image": image}}
+                "multi_modal_data": {"image": image}}, len(ids)
 
     def stream(self, requests, greedy=False):
         params = self._params(greedy)
-        pending: dict[str, tuple[PromptRequest, int, str]] = {}
+        pending: dict[str, tuple[PromptRequest, int, str, int]] = {}
         try:
             for req in requests:
                 prompt = self.prompt_text(req.row.question)
-                engine_prompt = self.engine_prompt(prompt, req.row)  # DataError names the row
+                engine_prompt, prompt_tokens = self._engine_prompt(prompt, req.row)  # DataError names the row
                 for k in req.wanted(greedy):
                     rid = str(self._next_id)
                     self._next_id += 1
@@ -214,17 +219,18 @@ class VLLMGenerator(Generator):
                         seeded = params.clone()
                         seeded.seed = seed
                     self.engine.add_request(rid, engine_prompt, seeded)
-                    pending[rid] = (req, k, prompt)
+                    pending[rid] = (req, k, prompt, prompt_tokens)
             self.encoder.clear()
             while pending:
                 for out in self.engine.step():
                     if not out.finished:
                         continue
-                    req, k, prompt = pending.pop(out.request_id)
+                    req, k, prompt, prompt_tokens = pending.pop(out.request_id)
                     c = out.outputs[0]
                     lps = [next(iter(step.values())).logprob for step in c.logprobs] if c.logprobs else None
                     yield req, k, prompt, Completion(text=c.text, token_ids=list(c.token_ids), logprobs=lps,
-                                                     finish_reason=c.finish_reason or "length")
+                                                     finish_reason=c.finish_reason or "length",
+                                                     prompt_tokens=prompt_tokens)
         finally:
             if pending:  # an error or an abandoned stream must not leave requests in the engine
                 self.engine.abort_request(list(pending))
@@ -339,7 +345,7 @@ class HFGenerator(Generator):
             ids = ids[:length]
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             yield req, k, prompt, Completion(text=text, token_ids=ids, logprobs=logprobs[i, :length].tolist(),
-                                             finish_reason=reason)
+                                             finish_reason=reason, prompt_tokens=int(batch["attention_mask"][i].sum()))
 
     def _finished_length(self, ids: list[int]) -> tuple[int, str]:
         """Tokens up to and including EOS or the end of the first stop string; padding after it

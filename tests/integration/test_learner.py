@@ -5,6 +5,7 @@ The shared-memory allreduce kernel is off (config default on CPU), so no test pa
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import ray
@@ -12,6 +13,7 @@ import torch
 
 from grit_ray.algo.experience import TrainSample, assign_advantages, collate, completion_logprobs, totals_of
 from grit_ray.algo.grpo import LossSettings, policy_loss
+from grit_ray.algo.micro_batching import plan_micro_batches
 from grit_ray.config import DataSource, SynthSpec, load_config
 from grit_ray.config import ModelConfig, ModelFamily
 from grit_ray.data.rows import RowStream
@@ -114,23 +116,57 @@ def test_two_actors_equal_one_actor_with_the_whole_batch(request, family, data_d
     # in the same order, or the ranks wait on each other's parameter gathers for ever
     samples = samples[:8] + [s for pair in zip(samples[8:12], samples[12:], strict=True) for s in pair]
     assert [s.group_id for s in samples[8:10]] == [2, 3] and samples[0].group_id == samples[1].group_id
+    metrics = _one_step_each(tiny_model_dir, samples, (cfg1, cfg2))
+    for key in ("loss", "kl_mean", "tokens", "grad_norm"):
+        assert metrics[1][key] == pytest.approx(metrics[0][key], rel=1e-5), key
+    assert metrics[0]["kl_mean"] == 0.0  # policy == reference before the first update
+
+
+@FAMILIES
+def test_token_budget_micro_batches_equal_row_micro_batches(request, family, data_dir):
+    """Two ZeRO-3 ranks on micro-batches cut by a token budget (rows of different groups and image
+    sizes side by side, fillers where a rank has fewer) take the same step as one rank on 2-row
+    micro-batches: the plan changes the padding computed, not the loss."""
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    tiny_model_dir = model_dir_of(request, family)
+    rows_cfg = _cfg(**{"learner.zero_stage": 3, "learner.num_actors": 1, "model.family": family.value})
+    encoder = adapter_for(family).prompt_encoder(AutoProcessor.from_pretrained(tiny_model_dir), rows_cfg.model)
+    samples = [replace(s, prompt_tokens=encoder.encode_image(s.prompt, Image.open(s.image))["input_ids"].shape[1])
+               for s in _batch(tiny_model_dir, data_dir, 2, rows_cfg)]
+    # room for at least 6 of the 16 rows: cuts cross group boundaries, and 3 micro-batches leave one rank a filler
+    budget = 6 * (max(s.prompt_tokens for s in samples) + max(len(s.completion_ids) for s in samples))
+    budget_cfg = _cfg(**{"learner.zero_stage": 3, "learner.num_actors": 2, "model.family": family.value,
+                         "learner.max_tokens_per_micro_batch": budget})
+    plan = plan_micro_batches(samples, 2, 1, budget)
+    assert any(len({s.group_id for s in mb}) > 1 for rank in plan for mb in rank)  # groups side by side
+    assert len({len(rank) for rank in plan}) == 1  # lock-step counts
+    assert any(s.weight == 0 for rank in plan for mb in rank for s in mb)  # a rank topped up with a filler
+    metrics = _one_step_each(tiny_model_dir, samples, (rows_cfg, budget_cfg))
+    assert metrics[0]["tokens"] == metrics[1]["tokens"]
+    assert metrics[0]["loss"] == pytest.approx(metrics[1]["loss"], abs=1e-6)
+    assert metrics[1]["micro_batches"] == len(plan[0])
+
+
+def _one_step_each(model_dir, samples, cfgs) -> list:
+    """One learner step on ``samples`` under each of two configs; their weights after it agree to
+    PARAM_ATOL, and the step moved most tensors (equality is not trivial). Returns the steps' metrics."""
     weights, metrics = [], []
-    for cfg in (cfg1, cfg2):
-        group = InspectableLearnerGroup(cfg, str(tiny_model_dir))
+    for cfg in cfgs:
+        group = InspectableLearnerGroup(cfg, str(model_dir))
         try:
             metrics.append(group.train_step(samples))
             weights.append(group.full_weights())
         finally:
             group.shutdown()
-    initial = _initial(tiny_model_dir)
+    initial = _initial(model_dir)
     moved = 0
     for name, w1 in weights[0].items():
         torch.testing.assert_close(weights[1][name], w1, rtol=0, atol=PARAM_ATOL, msg=name)
         moved += int(not torch.equal(w1, initial[name]))
-    assert moved > len(initial) // 2  # the step changed the weights; equality is not trivial
-    for key in ("loss", "kl_mean", "tokens", "grad_norm"):
-        assert metrics[1][key] == pytest.approx(metrics[0][key], rel=1e-5), key
-    assert metrics[0]["kl_mean"] == 0.0  # policy == reference before the first update
+    assert moved > len(initial) // 2
+    return metrics
 
 
 def _initial(model_dir):

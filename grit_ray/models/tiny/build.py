@@ -172,7 +172,8 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None, log
             started = time.perf_counter()
             losses = pretrain(model, processor, spec.pretrain, spec.seed, adapter, log=log)
             log(f"base model pretrained in {time.perf_counter() - started:.0f}s")
-            probed = probe(model, processor, spec.seed, adapter, n=spec.pretrain.probe_scenes)
+            probed = probe(model, processor, spec.seed, adapter, n=spec.pretrain.probe_scenes,
+                           comparison_order=spec.pretrain.comparison_order)
             report = {"final_loss": round(sum(losses[-100:]) / len(losses[-100:]), 4),
                       "probe": {k: round(v, 4) if isinstance(v, float) else v for k, v in probed.items()}}
             log("base model probe (held-out scenes): " + format_probe(report["probe"]))
@@ -216,8 +217,9 @@ def cache_root() -> Path:
 def cache_key(spec: TinyModelSpec) -> str:
     dump = spec.model_dump(mode="json")
     # the keys of models built before these fields existed stay the same while they hold their defaults
-    if dump["pretrain"]["probe_scenes"] == TinyPretrainSpec.model_fields["probe_scenes"].default:
-        del dump["pretrain"]["probe_scenes"]
+    for key in ("probe_scenes", "comparison_order"):
+        if spec.pretrain.model_dump()[key] == TinyPretrainSpec.model_fields[key].default:
+            del dump["pretrain"][key]
     if not dump["tie_embeddings"]:
         del dump["tie_embeddings"]
     text = json.dumps({"spec": dump, "recipe": RECIPE_VERSION}, sort_keys=True)

@@ -238,7 +238,8 @@ def _samples(rng: random.Random, spec: TinyPretrainSpec, world: SynthSpec, adapt
         first = step < first_phase
         n = min(spec.bucket_batches, (first_phase if first else spec.steps) - step)
         drawn = [corpus_sample(rng, world, spec.selection_shapes if first else MAX_OBJECTS, box_frame=adapter.box_frame,
-                               weights=SELECTION_PHASE_WEIGHTS if first else TASK_WEIGHTS)
+                               weights=SELECTION_PHASE_WEIGHTS if first else TASK_WEIGHTS,
+                               comparison_order=spec.comparison_order)
                  for _ in range(n * spec.batch_size)]
         # length in characters, an image token (28x28 px) counted as about four characters of text
         drawn.sort(key=lambda x: len(x.question) + len(x.answer) + x.image.size[0] * x.image.size[1] // 784 * 4)

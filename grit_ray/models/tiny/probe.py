@@ -10,9 +10,10 @@ first: a model that boxes an arbitrary shape gives RL nothing to sharpen (docs/b
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import replace
 
-from grit_ray.config import CoordFrame, PromptTemplate, SynthSpec
+from grit_ray.config import ComparisonOrder, CoordFrame, PromptTemplate, SynthSpec
 from grit_ray.data.corpus import PROBE_SEED_OFFSET, WORKED_TASKS, CorpusSample, CorpusTask, corpus_sample
 from grit_ray.grit.grounding import find_boxes
 from grit_ray.grit.prompts import plain_reply_answer
@@ -96,14 +97,16 @@ def named_attention(model, encoder: Encoder, rng: random.Random, world: SynthSpe
     return float(on_named[layer, head]) / n, float(on_other[layer, head]) / n, f"L{layer}h{head}"
 
 
-def probe(model, processor, seed: int, adapter: ModelAdapter, n: int = 48,
-          world: SynthSpec | None = None) -> dict[str, float | str]:
+def probe(model, processor, seed: int, adapter: ModelAdapter, n: int = 48, world: SynthSpec | None = None,
+          comparison_order: ComparisonOrder = ComparisonOrder.AS_ASKED) -> dict[str, float | str]:
     """Greedy decoding on held-out corpus scenes: selection (``selection_2``: share of boxes on the
     named shape of two, ``on_shape_2`` on either, so chance is half of it; ``selection_many`` and
     ``on_shape_many``: the same in scenes of 4-8), the best head's
     attention to the named shape against the others, referring IoU, find-every IoU (union of boxes,
     as GRIT's GIoU), the accuracy of the direct answers of ``DIRECT_TASKS``, and of the final answers of
-    ``WORKED_TASKS`` under their cue."""
+    ``WORKED_TASKS`` under their cue, with the steps of their relation comparisons (``compare_sign``:
+    the corpus's sign written; ``compare_after_sign``: of those, the answer right; the same for
+    ``chain``), asked in the ``comparison_order`` the model was built with."""
     world = world or SynthSpec()
     encoder = Encoder(processor, adapter)
     box_frame = adapter.box_frame
@@ -130,12 +133,33 @@ def probe(model, processor, seed: int, adapter: ModelAdapter, n: int = 48,
             right += _generate(model, encoder, asked_directly(s), 8).strip() == s.short_answer
         out[f"{task.value}_accuracy"] = right / n
     for task in WORKED_TASKS:  # under their own cue: the boxes or the comparison first, then "So: <answer>"
-        right = 0
+        right, steps = 0, []
         for _ in range(n):
-            s = corpus_sample(rng, world, task=task, box_frame=box_frame)
-            right += plain_reply_answer(_generate(model, encoder, s, 64), s.template).strip() == s.short_answer
+            s = corpus_sample(rng, world, task=task, box_frame=box_frame, comparison_order=comparison_order)
+            reply = _generate(model, encoder, s, 64)
+            right += plain_reply_answer(reply, s.template).strip() == s.short_answer
+            if (step := worked_steps(s, reply)) is not None:
+                steps.append(step)
         out[f"{task.value}_accuracy"] = right / n
+        if steps:  # which step of a worked comparison fails: the sign, or the answer read from it
+            signed = [answer_right for sign_right, answer_right in steps if sign_right]
+            out[f"{task.value}_sign"] = len(signed) / len(steps)
+            out[f"{task.value}_after_sign"] = sum(signed) / len(signed) if signed else 0.0
     return out
+
+
+_WORKED = re.compile(r"(\d+) ([<>=]) (\d+)\. So: (\S+)")
+
+
+def worked_steps(s: CorpusSample, reply: str) -> tuple[bool, bool] | None:
+    """For a worked comparison (a relation, not a count): whether the reply wrote the corpus's sign,
+    and whether its answer is right; None when the sample has no comparison. A reply without one
+    counts as a wrong sign."""
+    truth = _WORKED.search(s.answer)
+    if truth is None:
+        return None
+    got = _WORKED.search(reply)
+    return (got is not None and got[2] == truth[2]), (got is not None and got[4] == truth[4])
 
 
 def selection_gate(report: dict) -> str | None:
@@ -151,7 +175,8 @@ def format_probe(report: dict) -> str:
     return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in report.items())
 
 
-def probe_directory(path: str, n: int = 48, threads: int = 2, seed: int = 0) -> dict[str, float | str]:
+def probe_directory(path: str, n: int = 48, threads: int = 2, seed: int = 0,
+                    comparison_order: ComparisonOrder | None = None) -> dict[str, float | str]:
     """``probe`` of a saved model directory of either family, with ``threads`` torch threads."""
     import torch
     from transformers import AutoProcessor
@@ -167,4 +192,17 @@ def probe_directory(path: str, n: int = 48, threads: int = 2, seed: int = 0) -> 
     adapter = adapter_for(family)
     torch.set_num_threads(threads)
     model = adapter.tiny_model_class().from_pretrained(path, torch_dtype=torch.float32).eval()
-    return probe(model, AutoProcessor.from_pretrained(path), seed, adapter, n=n)
+    return probe(model, AutoProcessor.from_pretrained(path), seed, adapter, n=n,
+                 comparison_order=comparison_order or built_comparison_order(path))
+
+
+def built_comparison_order(path: str) -> ComparisonOrder:
+    """The comparison order a tiny base model was pretrained with (its build's marker file), or the
+    default where there is none: a trained checkpoint has no marker, so probing one trained from a
+    canonical base needs ``--comparison-order canonical``."""
+    import json
+    from pathlib import Path
+
+    meta = Path(path) / "grit_ray_tiny.json"
+    spec = json.loads(meta.read_text()).get("spec", {}) if meta.is_file() else {}
+    return ComparisonOrder(spec.get("pretrain", {}).get("comparison_order", ComparisonOrder.AS_ASKED.value))

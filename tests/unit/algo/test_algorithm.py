@@ -23,7 +23,7 @@ from grit_ray.algo.experience import TrainSample, assign_advantages, totals_of
 from grit_ray.algo.stats import LearnerStats
 from grit_ray.config import AlgorithmConfig, LossAggregation
 from grit_ray.workers.learner import lr_multiplier
-from grit_ray.workers.learner_group import shard_samples
+from grit_ray.algo.micro_batching import shard_samples
 
 
 def test_group_advantages_by_hand():

@@ -8,7 +8,7 @@ import re
 
 from PIL import Image
 
-from grit_ray.config import CoordFrame, ModelFamily, PromptTemplate, SynthSpec, TinyModelSpec
+from grit_ray.config import ComparisonOrder, CoordFrame, ModelFamily, PromptTemplate, SynthSpec, TinyModelSpec
 from grit_ray.data.synth import SHAPES, synth_rows
 from grit_ray.data.corpus import (
     CORNERS,
@@ -22,6 +22,7 @@ from grit_ray.data.corpus import (
     worked_comparison,
 )
 from grit_ray.models.tiny import cached_tiny_model
+from grit_ray.models.tiny.build import cache_key
 
 # the wording of GRIT's synthetic training and evaluation questions (grit_ray.data.synth)
 SYNTH_QUESTION = re.compile(r"^(Is the \w+ \w+ (left of|right of|above|below) the \w+ \w+\?"
@@ -89,6 +90,47 @@ def test_worked_comparisons_compare_the_coordinates_each_relation_tests():
             # the sign the relation needs ("<" for left/above, ">" for right/below) is there iff it holds
             assert (sign == ("<" if relation in ("left of", "above") else ">")) == holds(a, b)
             assert sign == ("<" if int(x) < int(y) else ">" if int(x) > int(y) else "=")
+
+
+def test_canonical_comparisons_write_the_box_the_relation_puts_first_and_mean_yes_by_lt():
+    from grit_ray.data.synth import RELATIONS
+
+    rng = random.Random(9)
+    words = {"left of": "left of", "right of": "right of", "higher up than": "above", "lower down than": "below",
+             "to the left of": "left of", "to the right of": "right of"}
+    seen = set()
+    for task in (CorpusTask.COMPARE, CorpusTask.CHAIN):
+        for _ in range(300):
+            s = corpus_sample(rng, SynthSpec(), task=task, comparison_order=ComparisonOrder.CANONICAL)
+            if not s.short_answer.isalpha():
+                continue  # a count chain: no comparison
+            asked = re.search(r"Is the (\w+ \w+) (to the left of|to the right of|left of|right of|higher up than|"
+                              r"lower down than) the (\w+ \w+)\?", s.question)
+            names, relation = [asked[1], asked[3]], words[asked[2]]
+            text = s.question if task is CorpusTask.COMPARE else s.answer
+            first, second = [tuple(int(v) for v in m) for m in re.findall(r"\[(\d+), (\d+), (\d+), (\d+)\]", text)]
+            written = re.findall(r"[Tt]he (\w+ \w+) (?:is )?at", text)
+            a_first = relation in ("left of", "above")
+            assert written == (names if a_first else names[::-1])  # the box the relation puts first, first
+            a, b = (first, second) if a_first else (second, first)
+            x, sign, y = worked_comparison(a, b, relation, ComparisonOrder.CANONICAL).split()
+            assert (sign == "<") == RELATIONS[relation](a, b) == (s.short_answer == "Yes")
+            assert s.answer.endswith(f"{x} {sign} {y}. So: {s.short_answer}")
+            seen.add((task, relation))
+    assert len(seen) == 8  # both tasks, every relation
+
+
+def test_the_default_order_is_recipe_7s_corpus_and_cache_key():
+    rng_a, rng_b = random.Random(11), random.Random(11)
+    for _ in range(200):
+        a = corpus_sample(rng_a, SynthSpec())
+        b = corpus_sample(rng_b, SynthSpec(), comparison_order=ComparisonOrder.AS_ASKED)
+        assert (a.question, a.answer) == (b.question, b.answer)
+    default = TinyModelSpec()
+    canonical = TinyModelSpec(pretrain={"comparison_order": "canonical"})
+    assert cache_key(default) == cache_key(TinyModelSpec(pretrain={"comparison_order": "as-asked"}))
+    assert cache_key(canonical) != cache_key(default)
+    assert cache_key(default) == "9cffba9c648489cf"  # the default base model of the docs and the caches
 
 
 def test_text_comparisons_answer_from_the_boxes_given():

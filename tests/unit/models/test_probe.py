@@ -13,7 +13,7 @@ from grit_ray.config import ModelFamily, PromptTemplate
 from grit_ray.data.corpus import CorpusSample, CorpusTask, box_text
 from grit_ray.data.synth import Obj
 from grit_ray.models import adapter_for
-from grit_ray.models.tiny.probe import SELECTION_GATE, asked_directly, selection_gate
+from grit_ray.models.tiny.probe import SELECTION_GATE, asked_directly, built_comparison_order, selection_gate, worked_steps
 
 
 def test_the_gate_speaks_only_below_what_grounded_reasoning_needs():
@@ -34,6 +34,37 @@ def test_the_probe_asks_every_question_directly_whatever_form_the_corpus_gave_it
     direct = asked_directly(grit_form)
     assert (direct.template, direct.answer) == (PromptTemplate.DIRECT, box_text(obj.box))
     assert (direct.question, direct.objects, direct.target_boxes) == (grit_form.question, [obj], [obj.box])
+
+
+def test_worked_steps_tell_a_wrong_sign_from_a_wrong_answer_read_from_it():
+    import random
+
+    from grit_ray.config import SynthSpec
+    from grit_ray.data.corpus import corpus_sample
+
+    rng = random.Random(4)
+    s = corpus_sample(rng, SynthSpec(), task=CorpusTask.COMPARE)  # "40 < 62. So: Yes"
+    x, sign, y = s.answer.split(".")[0].split()
+    other_sign = ">" if sign == "<" else "<"
+    other_answer = "No" if s.short_answer == "Yes" else "Yes"
+    assert worked_steps(s, s.answer) == (True, True)
+    assert worked_steps(s, f"{x} {other_sign} {y}. So: {s.short_answer}") == (False, True)
+    assert worked_steps(s, f"{x} {sign} {y}. So: {other_answer}") == (True, False)
+    assert worked_steps(s, "red circle [1, 2, 3, 4]") == (False, False)  # no comparison written
+    count_chain = next(c for c in (corpus_sample(rng, SynthSpec(), task=CorpusTask.CHAIN) for _ in range(50))
+                       if not c.short_answer.isalpha())
+    assert worked_steps(count_chain, count_chain.answer) is None  # a count has no comparison
+
+
+def test_the_probe_asks_comparisons_in_the_order_the_base_model_was_built_with(tmp_path):
+    from grit_ray.config import ComparisonOrder, TinyModelSpec
+
+    assert built_comparison_order(str(tmp_path)) is ComparisonOrder.AS_ASKED  # no marker: a trained checkpoint
+    spec = TinyModelSpec(pretrain={"comparison_order": "canonical"})
+    (tmp_path / "grit_ray_tiny.json").write_text(json.dumps({"spec": spec.model_dump(mode="json")}))
+    assert built_comparison_order(str(tmp_path)) is ComparisonOrder.CANONICAL
+    (tmp_path / "grit_ray_tiny.json").write_text(json.dumps({"spec": {"pretrain": {"steps": 10}}}))  # built before
+    assert built_comparison_order(str(tmp_path)) is ComparisonOrder.AS_ASKED
 
 
 def test_probe_of_an_untrained_model_reports_selection_and_fails_the_gate(tiny_model_dir, capsys):
