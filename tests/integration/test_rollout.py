@@ -108,7 +108,7 @@ def test_collapse_image_pads():
     assert collapse_image_pads([], 7) == [] and collapse_image_pads([7], 7) == [7]
 
 
-def test_groups_stream_from_both_workers(stack, rows, cfg, model_dir, adapter):
+def test_groups_stream_from_both_workers(stack, rows, cfg, model_dir, adapter, hf):
     from transformers import AutoTokenizer
 
     pool = stack[0]
@@ -131,6 +131,10 @@ def test_groups_stream_from_both_workers(stack, rows, cfg, model_dir, adapter):
         assert len(c.logprobs) == len(c.token_ids) and all(lp <= 0 for lp in c.logprobs)
         assert c.finish_reason in {"stop", "length"}
         assert not forbidden & set(c.token_ids)
+    # each prompt's length with its image's tokens, as the learner's micro-batch plan costs it
+    row = rows[samples[0].group_id]
+    assert samples[0].completion.prompt_tokens == \
+        hf.encoder.encode(hf.prompt_text(row.question), row.image)["input_ids"].shape[1]
     groups = pool.generate(requests)
     assert any(len({tuple(c.token_ids) for c in g.completions}) > 1 for g in groups)  # sampled, not copies
 
@@ -227,7 +231,9 @@ def test_vllm_and_hf_backends_decode_alike(cfg, hf, rows, stack):
     pool, learners, _ = stack
     WeightSync(cfg, learners, pool).sync()  # a fresh broadcast group (an earlier test re-wired the workers)
     hf.load_weights(learners.full_weights().items())
-    assert _greedy_ids(pool, rows[:4]) == _greedy_ids(hf, rows[:4])
+    engine, reference = _greedy_completions(pool, rows[:4]), _greedy_completions(hf, rows[:4])
+    assert [c.token_ids for c in engine] == [c.token_ids for c in reference]
+    assert [c.prompt_tokens for c in engine] == [c.prompt_tokens for c in reference] and engine[0].prompt_tokens > 0
 
 
 def test_hf_backend_cuts_completions_at_eos_or_the_first_stop_string(hf):
