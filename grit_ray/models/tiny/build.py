@@ -217,8 +217,9 @@ def cache_root() -> Path:
 def cache_key(spec: TinyModelSpec) -> str:
     dump = spec.model_dump(mode="json")
     # the keys of models built before these fields existed stay the same while they hold their defaults
+    pretrain = spec.pretrain.model_dump()
     for key in ("probe_scenes", "comparison_order"):
-        if spec.pretrain.model_dump()[key] == TinyPretrainSpec.model_fields[key].default:
+        if pretrain[key] == TinyPretrainSpec.model_fields[key].default:
             del dump["pretrain"][key]
     if not dump["tie_embeddings"]:
         del dump["tie_embeddings"]
