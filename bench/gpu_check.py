@@ -45,12 +45,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a bare checkout, not installed
 
-from grit_ray.algo.experience import (MicroBatch, TrainSample, assign_advantages, collate,  # noqa: E402
-                                      micro_batch_loss, totals_of)
-from grit_ray.algo.micro_batching import plan_micro_batches  # noqa: E402
+from grit_ray.algo.experience import MicroBatch, TrainSample, assign_advantages, collate, micro_batch_loss, totals_of  # noqa: E402
 from grit_ray.algo.grpo import loss_settings  # noqa: E402
-from grit_ray.config import (DataSource, GritConfig, ModelFamily, SynthSpec, TinyModelSpec,  # noqa: E402
-                             load_config)
+from grit_ray.algo.micro_batching import plan_micro_batches  # noqa: E402
+from grit_ray.config import DataSource, GritConfig, ModelFamily, SynthSpec, TinyModelSpec, load_config  # noqa: E402
 from grit_ray.models import adapter_for  # noqa: E402
 
 FAMILIES = (ModelFamily.QWEN2_5_VL, ModelFamily.INTERNVL3)

@@ -40,6 +40,7 @@ from grit_ray.workers.reward import RewardActor, RewardItem, RewardPool, ScoredC
 from grit_ray.workers.rollout import RolloutPool
 from grit_ray.workers.weight_sync import WeightSync
 
+
 class AlwaysJudged(RewardActor):
     """Bench only: give every completion an answer so that each one costs a judge call."""
 
@@ -112,7 +113,7 @@ def one_step_off(step: TrainingStep, batches, steps: int) -> dict[str, float]:
     runs = []
     for i in range(steps + 1):  # the first overlapped step is the warm-up
         started = time.perf_counter()
-        m, collection = step.run(collection, lambda: step.start_collect(next(batches), k + i + 1))
+        m, collection = step.run(collection, lambda n=k + i + 1: step.start_collect(next(batches), n))
         m["time/step"] = time.perf_counter() - started
         runs.append(m)
     return {key: statistics.median(r[f"time/{key}"] for r in runs[1:])

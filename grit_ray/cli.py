@@ -15,6 +15,7 @@ from grit_ray.config import (
     ConfigError,
     DataFormat,
     DataSource,
+    JudgeKind,
     ModelFamily,
     PromptTemplate,
     SynthSpec,
@@ -49,9 +50,48 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     from grit_ray.data.synth import write_synth
 
     spec = SynthSpec(n=args.n, seed=args.seed, counting_fraction=args.counting_fraction)
+    if args.layout == "grit":
+        from grit_ray.data.grit_layout import write_grit_layout
+
+        write_grit_layout(Path(args.out), spec, eval_rows=args.eval_n)
+        print(f"GRIT's layout under {args.out}: point data.root at it (configs/grit-*.yaml)")
+        return 0
     path = write_synth(args.out, spec, fmt=args.format, split=args.split)
     print(f"wrote {args.n} rows to {path}")
     return 0
+
+
+def _cmd_data_fetch(args: argparse.Namespace) -> int:
+    from grit_ray.data.grit_layout import GRIT_DATASET_REPO, check_layout, fetch_grit, image_provenance
+    from grit_ray.data.rows import RowRules
+
+    out = Path(args.out)
+    repo = args.repo or GRIT_DATASET_REPO
+    print(f"fetching the dataset {repo}" + (f" at {args.revision}" if args.revision else "") + f" into {out}")
+    try:
+        snapshot, placed = fetch_grit(out, args.revision, repo)
+    except Exception as e:  # the hub's errors (offline and not cached, unknown revision, no access) say what
+        print(f"grit-ray data fetch: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_BAD_DATA
+    print(f"{placed} files placed under {out} (from {snapshot})")
+    print("where the images come from (the dataset's README):")
+    for line in image_provenance(out):
+        print(f"  {line}")
+    rules = RowRules(frozenset(d.lower() for d in args.counting_datasets), args.box_tolerance, check_images=True)
+    checks, absent = check_layout(out, rules)
+    for c in checks:
+        print(c.line)
+        for err in c.bad[:5]:
+            print(f"  {err}")
+        if len(c.bad) > 5:
+            print(f"  ... and {len(c.bad) - 5} more (grit-ray data check {c.path})")
+    if absent:
+        print(f"not in this revision: {', '.join(f.file for f in absent)}")
+    bad = sum(len(c.bad) for c in checks)
+    print(f"{sum(c.good for c in checks)} good rows in {len(checks)} files, {bad} bad"
+          + ("" if bad else f"; train with: grit-ray train --config configs/grit-qwen2.5vl-3b.yaml "
+             f"--set data.root={out}"))
+    return EXIT_BAD_DATA if bad else 0
 
 
 def _cmd_model_tiny(args: argparse.Namespace) -> int:
@@ -130,14 +170,16 @@ def _cmd_config_docs(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from grit_ray.config import CoordFrame, JudgeConfig, JudgeKind, RewardPreset
+    from grit_ray.config import CoordFrame, JudgeConfig, RewardPreset
+    from grit_ray.evaluation.score import ScoreInputError, ScoreSettings, format_table, run_score, summary_path
     from grit_ray.grit.grounding import FrameSpec
     from grit_ray.judge.secrets import MissingAPIKey
-    from grit_ray.evaluation.score import ScoreInputError, ScoreSettings, format_table, run_score, summary_path
 
     judge = JudgeConfig(kind=JudgeKind(args.judge), base_url=args.judge_base_url, model=args.judge_model,
-                        timeout_s=args.judge_timeout, concurrency=args.concurrency, max_retries=args.judge_retries,
-                        api_key_env=args.judge_api_key_env, send_image=args.judge_image)
+                        azure_endpoint=args.azure_endpoint, azure_deployment=args.azure_deployment,
+                        api_version=args.api_version, timeout_s=args.judge_timeout, concurrency=args.concurrency,
+                        max_retries=args.judge_retries, api_key_env=args.judge_api_key_env, send_image=args.judge_image,
+                        max_reply_tokens=args.judge_max_reply_tokens)
     settings = ScoreSettings(
         preset=RewardPreset(args.preset), judge=judge,
         frame=FrameSpec(CoordFrame(args.coord_frame), args.min_pixels, args.max_pixels),
@@ -151,6 +193,22 @@ def _cmd_score(args: argparse.Namespace) -> int:
         return EXIT_BAD_DATA
     print(format_table(table))
     print(f"wrote {args.out} and {summary_path(Path(args.out))}")
+    return 0
+
+
+def _cmd_judge_agree(args: argparse.Namespace) -> int:
+    import json
+
+    from grit_ray.judge.agreement import AgreementInputError, agreement, agreement_table
+
+    try:
+        result = agreement(Path(args.a), Path(args.b))
+    except (AgreementInputError, OSError) as e:
+        print(f"grit-ray judge agree: {e}", file=sys.stderr)
+        return EXIT_BAD_DATA
+    print(agreement_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 
@@ -236,7 +294,20 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
     synth.add_argument("--split", default="train")
     synth.add_argument("--counting-fraction", type=float, default=0.5)
+    synth.add_argument("--layout", choices=["files", "grit"], default="files",
+                       help="grit: GRIT's released layout (its 2 training and 8 evaluation files, each beside its "
+                       "image folder), --n rows per training file")
+    synth.add_argument("--eval-n", type=int, default=None, help="with --layout grit: rows per evaluation file")
     synth.set_defaults(func=_cmd_data_synth)
+
+    fetch = data.add_parser("fetch", help="download a released dataset (grit: yfan1997/GRIT_data) and check it")
+    fetch.add_argument("name", choices=["grit"])
+    fetch.add_argument("--out", default="GRIT_data", help="where the files go (default: GRIT_data, as GRIT's README)")
+    fetch.add_argument("--revision", default=None, help="branch, tag or commit of the dataset repo (default: main)")
+    fetch.add_argument("--repo", default=None, help="another dataset repo in the same layout (a mirror or a fork)")
+    fetch.add_argument("--counting-datasets", nargs="+", default=["tallyqa"])
+    fetch.add_argument("--box-tolerance", type=float, default=1.0, help="pixels a box may stick out")
+    fetch.set_defaults(func=_cmd_data_fetch)
 
     model = sub.add_parser("model", help="model utilities").add_subparsers(dest="model_cmd", required=True)
     tiny = model.add_parser("tiny", help="the tiny offline model (Qwen2.5-VL or InternVL3): the default run's base "
@@ -290,11 +361,15 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("input", help="JSONL: GRIT rows plus 'completion'")
     score.add_argument("--out", required=True, help="output JSONL (a .summary.json is written beside it)")
     score.add_argument("--preset", choices=["grit-code", "grit-paper"], default="grit-code")
-    score.add_argument("--judge", choices=["rule", "openai"], default="rule")
+    score.add_argument("--judge", choices=[k.value for k in JudgeKind], default="rule")
     score.add_argument("--judge-base-url", default=None, help="OpenAI-compatible endpoint (default: OpenAI)")
+    score.add_argument("--azure-endpoint", default=None, help="azure-openai: https://<resource>.openai.azure.com")
+    score.add_argument("--azure-deployment", default=None, help="azure-openai: the deployment name")
+    score.add_argument("--api-version", default=None, help="azure-openai: the REST API version")
     score.add_argument("--judge-model", default="gpt-4o")
     score.add_argument("--judge-timeout", type=float, default=30.0, help="seconds per judge call")
     score.add_argument("--judge-retries", type=int, default=3)
+    score.add_argument("--judge-max-reply-tokens", type=int, default=None, help="cap on each judge reply")
     score.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="variable holding the key")
     score.add_argument("--judge-image", action="store_true", help="send the image to a multimodal judge")
     score.add_argument("--concurrency", type=int, default=32, help="judge calls in flight")
@@ -304,6 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--counting-datasets", nargs="+", default=["tallyqa"])
     score.add_argument("--images", default=None, help="image folder (for --judge-image)")
     score.set_defaults(func=_cmd_score)
+
+    judge = sub.add_parser("judge", help="judge utilities").add_subparsers(dest="judge_cmd", required=True)
+    agree = judge.add_parser("agree", help="agreement and Cohen's kappa of two judges' scores on the same rows "
+                             "(two grit-ray score / eval outputs)")
+    agree.add_argument("a", help="scored JSONL (results.jsonl of grit-ray eval, or grit-ray score --out)")
+    agree.add_argument("b", help="the same completions scored by another judge")
+    agree.add_argument("--json", default=None, help="also write the figures here")
+    agree.set_defaults(func=_cmd_judge_agree)
 
     train = sub.add_parser("train", help="GRIT training: rollout, rewards, DeepSpeed updates, weight sync on Ray")
     _add_config_args(train)
@@ -357,7 +440,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"grit-ray: {e}", file=sys.stderr)
         return EXIT_USAGE
     except ValidationError as e:  # argument values checked by the config models (e.g. synth --n 0)
-        print(f"grit-ray: invalid argument: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}", file=sys.stderr)
+        first = e.errors()[0]
+        where = ".".join(map(str, first["loc"])) or e.title  # a check across fields names its model
+        print(f"grit-ray: invalid argument: {where}: {first['msg']}", file=sys.stderr)
         return EXIT_USAGE
     except DataError as e:
         print(f"grit-ray: {e}", file=sys.stderr)

@@ -70,7 +70,7 @@ class TinyPretrainSpec(Section):
     steps: int = Field(2400, ge=0, description="optimizer steps; 0 leaves the weights random")
     batch_size: int = Field(16, gt=0, description="corpus samples per step")
     lr: float = Field(1e-3, gt=0.0, description="AdamW peak learning rate (3e-3 collapses onto answer priors)")
-    warmup_steps: int = Field(50, ge=0, description="linear warm-up before the cosine decay")
+    warmup_steps: int = Field(50, ge=0, description="linear warm-up; the cosine decay runs from step 0, under it")
     selection_share: float = Field(
         0.25, ge=0.0, le=1.0,
         description="first share of the steps: 'where' only, in contrastive scenes of up to selection_shapes shapes "
@@ -205,6 +205,9 @@ class SynthSpec(Section):
 class DataConfig(Section):
     """Training and evaluation data, and what to do with bad rows."""
 
+    root: str | None = Field(
+        None, description="folder that relative train/eval paths and image folders resolve against (GRIT's layout: "
+        "the GRIT_data/ that `grit-ray data fetch grit` writes); null: the working directory")
     train: list[DataSource] = Field(default_factory=list, description="training files, read in order (e.g. VSR + TallyQA)")
     eval: list[DataSource] = Field(default_factory=list, description="held-out files for evaluation")
     synthetic: SynthSpec | None = Field(None, description="generate synthetic training rows (added after `train`)")
@@ -222,6 +225,17 @@ class DataConfig(Section):
         4096, gt=0, description="rows held for shuffling (memory stays bounded whatever the dataset size)"
     )
     seed: int = Field(0, description="shuffle seed")
+
+    def located(self, source: DataSource) -> DataSource:
+        """``source`` with its relative path and image folder under ``root``."""
+        if self.root is None:
+            return source
+        root = Path(self.root).expanduser()
+
+        def under(p: str | None) -> str | None:
+            return p if p is None or Path(p).is_absolute() else str(root / p)
+
+        return source.model_copy(update={"path": under(source.path), "images": under(source.images)})
 
     @model_validator(mode="after")
     def _has_training_data(self) -> DataConfig:
@@ -278,7 +292,12 @@ class RolloutConfig(Section):
 
 class JudgeKind(str, enum.Enum):
     RULE = "rule"
-    OPENAI = "openai"
+    OPENAI = "openai"  # any OpenAI-compatible endpoint (api.openai.com, vLLM, ...)
+    AZURE_OPENAI = "azure-openai"  # an Azure OpenAI deployment, as GRIT's own scripts call GPT-4o
+
+    @property
+    def is_llm(self) -> bool:
+        return self is not JudgeKind.RULE
 
 
 class RuleMatch(str, enum.Enum):
@@ -299,17 +318,27 @@ class JudgeFailurePolicy(str, enum.Enum):
 class JudgeConfig(Section):
     """The answer-accuracy judge."""
 
-    kind: JudgeKind = Field(JudgeKind.RULE, description="rule: normalised match (rule_match); openai: an LLM judge")
+    kind: JudgeKind = Field(
+        JudgeKind.RULE, description="rule: normalised match (rule_match); openai: an LLM judge at an OpenAI-compatible "
+        "endpoint; azure-openai: an Azure OpenAI deployment (azure_endpoint, azure_deployment, api_version)")
     rule_match: RuleMatch = Field(
         RuleMatch.EXACT, description="the rule judge (and the rule fallback): exact (the normalised answer equals the "
         "reference) or leading (for a number or yes/no reference, the answer's first word equals it)"
     )
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint; null = api.openai.com")
-    model: str = Field("gpt-4o", description="judge model name at the endpoint")
+    model: str = Field("gpt-4o", description="judge model name at the endpoint (Azure: the deployment's model, "
+                       "for the report)")
+    azure_endpoint: str | None = Field(None, description="Azure OpenAI: the resource's endpoint, "
+                                       "https://<resource>.openai.azure.com (GRIT's api_base)")
+    azure_deployment: str | None = Field(None, description="Azure OpenAI: the deployment name (GRIT's deployment_name)")
+    api_version: str | None = Field(None, description="Azure OpenAI: the REST API version, e.g. 2024-10-21")
     api_key_env: str = Field(
         "OPENAI_API_KEY", description="name of the environment variable holding the key (never the key)"
     )
     timeout_s: float = Field(30.0, gt=0, description="per-call timeout")
+    max_reply_tokens: int | None = Field(
+        None, gt=0, description="cap on the judge's reply (max_tokens); null: the endpoint's default (the published "
+        "parsing reads the score after the reply's last 'score', so a cap can cut it off)")
     max_retries: int = Field(3, ge=0, description="retries with exponential backoff and jitter")
     concurrency: int = Field(32, gt=0, description="judge calls in flight at once")
     requests_per_minute: int | None = Field(None, gt=0, description="rate limit; null: none")
@@ -321,6 +350,26 @@ class JudgeConfig(Section):
     on_failure: JudgeFailurePolicy = Field(
         JudgeFailurePolicy.RETRY_LATER, description="what a judge failure does to its sample (never a silent 0)"
     )
+    usd_per_million_input_tokens: float | None = Field(
+        None, ge=0.0, description="the judge's price, for the judge report's cost estimate; null: no estimate")
+    usd_per_million_output_tokens: float | None = Field(
+        None, ge=0.0, description="the judge's price per million reply tokens; null: no estimate")
+
+    @model_validator(mode="after")
+    def _azure_settings(self) -> JudgeConfig:
+        azure = {"azure_endpoint": self.azure_endpoint, "azure_deployment": self.azure_deployment,
+                 "api_version": self.api_version}
+        if self.kind is JudgeKind.AZURE_OPENAI:
+            missing = [k for k, v in azure.items() if not v]
+            if missing:
+                raise ValueError(f"kind azure-openai needs {', '.join(missing)} (GRIT's api_base, deployment_name, "
+                                 f"api_version)")
+            if self.base_url is not None:
+                raise ValueError("base_url is for kind openai; an Azure deployment is named by azure_endpoint")
+        elif any(azure.values()):
+            raise ValueError(f"{', '.join(k for k, v in azure.items() if v)} set but kind is {self.kind.value}: "
+                             f"set kind: azure-openai")
+        return self
 
 
 class RewardPreset(str, enum.Enum):

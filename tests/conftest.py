@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-
 from grit_ray.config import ModelFamily, SynthSpec, TinyModelSpec, load_config
 from grit_ray.data.synth import write_synth
 from grit_ray.models.tiny import build_tiny_model, cached_tiny_model

@@ -19,8 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from grit_ray.algo.grpo import (BatchTotals, LossSettings, group_advantages, policy_loss, token_logprobs_and_entropy,
-                                zero_signal_groups)
+from grit_ray.algo.grpo import (
+    BatchTotals,
+    LossSettings,
+    group_advantages,
+    policy_loss,
+    token_logprobs_and_entropy,
+    zero_signal_groups,
+)
 from grit_ray.config import AlgorithmConfig
 from grit_ray.models.family import PromptEncoder
 
@@ -101,6 +107,7 @@ def collate(samples: list[TrainSample], encoder: PromptEncoder, pad_id: int) -> 
         completion_ids[i, :c] = torch.tensor(s.completion_ids, dtype=torch.long)
         completion_mask[i, :c] = 1.0
         if rollout_logp is not None:
+            assert s.rollout_logprobs is not None  # have_rollout: every sample has them
             if len(s.rollout_logprobs) != c:
                 raise ValueError(f"{s.where}: {len(s.rollout_logprobs)} rollout log-probs for {c} completion tokens")
             rollout_logp[i, :c] = torch.tensor(s.rollout_logprobs)

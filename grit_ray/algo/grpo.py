@@ -155,8 +155,10 @@ class LossSettings:
 def loss_settings(alg: AlgorithmConfig) -> LossSettings:
     """The loss's settings from the config. One-step-off (``max_staleness`` > 0) caps the ratio of a
     negative-advantage token at ``is_cap`` (dual clip against stale samples; docs/training.md)."""
-    return LossSettings(alg.kl_beta, alg.clip_eps_low, alg.clip_eps_high, alg.loss_agg, alg.is_correction,
-                        alg.is_cap, alg.kl_ratio_correction, ratio_cap=alg.is_cap if alg.max_staleness else None)
+    return LossSettings(kl_beta=alg.kl_beta, clip_eps_low=alg.clip_eps_low, clip_eps_high=alg.clip_eps_high,
+                        loss_agg=alg.loss_agg, is_correction=alg.is_correction, is_cap=alg.is_cap,
+                        kl_ratio_correction=alg.kl_ratio_correction,
+                        ratio_cap=alg.is_cap if alg.max_staleness else None)
 
 
 @dataclass(frozen=True)

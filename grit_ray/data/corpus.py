@@ -214,9 +214,9 @@ def _ask(rng: random.Random, objs: list[Obj], task: CorpusTask,
                       [a.box, b.box])
     if task is CorpusTask.SIDE:
         named = unique_by(objs, lambda o: o.name)
-        pairs = [(a, b, [side for side, test in SIDES.items() if test(a.box, b.box)])
-                 for a in named for b in named if a is not b]
-        pairs = [(a, b, sides[0]) for a, b, sides in pairs if len(sides) == 1]
+        sides_of = [(a, b, [side for side, test in SIDES.items() if test(a.box, b.box)])
+                    for a in named for b in named if a is not b]
+        pairs = [(a, b, sides[0]) for a, b, sides in sides_of if len(sides) == 1]
         if not pairs:
             return None
         a, b, side = rng.choice(pairs)
@@ -250,10 +250,10 @@ def _ask(rng: random.Random, objs: list[Obj], task: CorpusTask,
         return _Asked(f"What colour is the {o.shape}?", o.colour, [o.box], f"The {o.shape} is at {box_text(o.box)}.",
                       f"I look at the {o.shape}.", f"It is {o.colour}.")
     if task in (CorpusTask.SHAPE, CorpusTask.CORNERS):  # the kind of the one shape of a colour, or its corners
-        by_colour = unique_by(objs, lambda o: o.colour)
-        if not by_colour:
+        one_of_colour = unique_by(objs, lambda o: o.colour)
+        if not one_of_colour:
             return None
-        o = rng.choice(by_colour)
+        o = rng.choice(one_of_colour)
         question, answer = (f"What shape is the {o.colour} one?", o.shape) if task is CorpusTask.SHAPE else \
             (f"How many corners does the {o.colour} one have?", str(CORNERS[o.shape]))
         return _Asked(question, answer, [o.box], f"The {o.colour} one is at {box_text(o.box)}.",
@@ -310,7 +310,8 @@ def in_frame(box: tuple[int, int, int, int], w: int, h: int, frame: CoordFrame) 
     """A pixel box of a w x h corpus image as the family writes it, in whole numbers. The synthetic
     world's sides are multiples of 28 within Qwen's pixel limits, so its resized frame is the pixel
     frame."""
-    return tuple(round(v) for v in from_original(box, w, h, FrameSpec(frame)))
+    x1, y1, x2, y2 = (round(v) for v in from_original(box, w, h, FrameSpec(frame)))
+    return x1, y1, x2, y2
 
 
 def corpus_sample(rng: random.Random, world: SynthSpec, max_objects: int = MAX_OBJECTS,

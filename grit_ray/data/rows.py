@@ -331,7 +331,7 @@ def materialise_sources(cfg: DataConfig, run_dir: Path) -> tuple[list[DataSource
     """(train, eval) sources; synthetic specs are written under ``run_dir/data`` first."""
     from grit_ray.data.synth import write_synth
 
-    train, evals = list(cfg.train), list(cfg.eval)
+    train, evals = [cfg.located(s) for s in cfg.train], [cfg.located(s) for s in cfg.eval]
     if cfg.synthetic is not None:
         path = write_synth(run_dir / "data", cfg.synthetic, split="train")
         train.append(DataSource(path=str(path), images=str(path.parent / "images")))

@@ -167,7 +167,7 @@ def _relation_sample(rng: random.Random, w: int, h: int, spec: SynthSpec) -> tup
 def synth_rows(spec: SynthSpec, split: str = "train") -> list[tuple[dict[str, Any], bytes]]:
     """``spec.n`` (row, PNG bytes) pairs; ``row['image']`` is the file name the bytes belong to."""
     rng = random.Random(spec.seed)
-    out = []
+    out: list[tuple[dict[str, Any], bytes]] = []
     while len(out) < spec.n:
         # the kind is drawn once per row and kept through rejections, so the mix follows the spec
         maker = _counting_sample if rng.random() < spec.counting_fraction else _relation_sample

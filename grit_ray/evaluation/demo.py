@@ -32,9 +32,7 @@ def _score_groups(cfg: GritConfig, groups: list[GroupResult]) -> list[list[float
     (the demo needs no API key)."""
     scorer = CompletionScorer(RewardSet.build(cfg.reward.preset, cfg.reward.weights, cfg.reward.extra_components),
                               RuleJudge(cfg.reward.judge.rule_match), cfg.data.counting_datasets)
-    items = [[RewardItem(group_id=g, index=k, question=group.row.question, reference=group.row.answer,
-                         dataset=group.row.dataset, completion=c.text, token_ids=list(c.token_ids),
-                         template=cfg.prompt.template)
+    items = [[RewardItem.for_row(g, k, group.row, c.text, c.token_ids, template=cfg.prompt.template)
               for k, c in enumerate(group.completions)] for g, group in enumerate(groups)]
 
     async def score_all():
@@ -86,6 +84,6 @@ def run_demo(cfg: GritConfig, run_dir: Path) -> Path:
     for g in groups[:4]:
         first = g.completions[0].text.replace("\n", " ")
         _say(f"  Q: {g.row.question}  ref: {g.row.answer}  -> {first[:60]!r}")
-    _say(f"wrote {out}; total {time.perf_counter() - t0:.1f}s. (An untrained tiny model writes noise: "
-         f"this checks the plumbing, not the answers.)")
+    _say(f"wrote {out}; total {time.perf_counter() - t0:.1f}s. (One untrained step of the base model: this "
+         f"checks the plumbing, not the answers; `grit-ray train` is what teaches them.)")
     return out

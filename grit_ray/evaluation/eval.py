@@ -4,7 +4,7 @@ summarised per dataset (n, ACC, GIoU, judge failures) and rendered as an HTML re
 Results are keyed by row, not by worker or arrival order, and decoding is greedy, so the numbers
 do not depend on how many workers ran or how requests were batched (the released code's did).
 Output: ``OUT/results.jsonl`` (one row per input row, the ``grit-ray score`` schema),
-``OUT/summary.json``, ``OUT/summary.md`` and ``OUT/report.html``.
+``OUT/summary.json``, ``OUT/summary.md``, ``OUT/report.html`` and ``OUT/judge_report.json``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from grit_ray.evaluation.score import fmt_or_dash, format_table, summarise
 from grit_ray.grit.grounding import FrameSpec
 from grit_ray.grit.metrics import completion_giou
 from grit_ray.judge.scoring import ScoredCompletion
+from grit_ray.judge.usage import write_judge_report
 from grit_ray.models import box_frame_spec
 
 
@@ -52,9 +53,12 @@ def run_eval(cfg: GritConfig, data: list[DataSource], out_dir: Path, max_rows: i
         raise DataError(f"{', '.join(d.path for d in data)}: no rows to evaluate")
     frame = box_frame_spec(cfg)
     with ray_session(cfg.resources.ray_address):
-        samples, scored = greedy_scored(cfg, RolloutPool(cfg, str(cfg.model.path)), RewardPool(cfg), rows)
+        rewards = RewardPool(cfg)
+        samples, scored = greedy_scored(cfg, RolloutPool(cfg, str(cfg.model.path)), rewards, rows)
+        judge = rewards.judge_report()
     results = [result_row(row, s.completion.text, sc, frame) for row, s, sc in zip(rows, samples, scored)]
     out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"[grit-ray] {write_judge_report(judge, out_dir)}")
     with (out_dir / "results.jsonl").open("w") as f:
         for r in results:
             f.write(json.dumps(r) + "\n")

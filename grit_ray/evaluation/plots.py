@@ -95,7 +95,7 @@ def plot_run(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     components = [k for k in keys if k.startswith("reward/") and k not in ("reward/mean", "reward/std")]
     charts = {
         "reward.png": ("reward: total and per component", ["reward/mean"] + components),
-        "accuracy.png": ("answer accuracy", ["accuracy", "eval/accuracy"]),
+        "accuracy.png": ("answers right in training (binarised) and held-out ACC / 100", ["answer_right", "eval/accuracy"]),
         "eval.png": ("held-out evaluation (greedy): accuracy and GIoU",
                      [k for k in keys if k.startswith("eval/") and k.endswith(("accuracy", "giou"))]),
         "kl.png": ("KL to the reference (k3)", ["train/kl"]),

@@ -20,7 +20,7 @@ from grit_ray.grit.metrics import completion_giou, mean_or_none
 from grit_ray.grit.rewards import RewardSet
 from grit_ray.judge import make_judge
 from grit_ray.judge.protocol import JudgeStatus
-from grit_ray.judge.scoring import CompletionScorer, RewardItem
+from grit_ray.judge.scoring import CompletionScorer, RewardItem, judged_accuracy
 
 SCORE_REQUIRED = {"completion": str, "question": str, "dataset": str}
 
@@ -77,10 +77,8 @@ async def score_rows(rows: list[dict[str, Any]], settings: ScoreSettings) -> lis
     judge = make_judge(settings.judge)
     scorer = CompletionScorer(RewardSet.build(settings.preset), judge, settings.counting_datasets,
                               settings.judge.on_failure, fallback_match=settings.judge.rule_match)
-    items = [RewardItem(group_id=i, index=0, question=row["question"], reference=str(row["answer"]),
-                        dataset=row["dataset"], completion=row["completion"],
-                        token_ids=row.get("completion_token_ids") or [],
-                        image=_image_for(row, settings.images_dir)) for i, row in enumerate(rows)]
+    items = [RewardItem.for_row(i, 0, row, row["completion"], row.get("completion_token_ids") or (),
+                                _image_for(row, settings.images_dir)) for i, row in enumerate(rows)]
     try:
         scored = await asyncio.gather(*(scorer.score(item) for item in items))
     finally:
@@ -103,8 +101,7 @@ def summarise(scored: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         groups["all"].append(row)
     table = {}
     for name, rows in sorted(groups.items(), key=lambda kv: (kv[0] == "all", kv[0])):
-        ok = [r["judge"]["score"] for r in rows if r["judge"]["status"] == JudgeStatus.OK]
-        acc = mean_or_none(ok)
+        acc = judged_accuracy(r["judge"] for r in rows)
         table[name] = {
             "n": len(rows),
             "acc": None if acc is None else 100.0 * acc,

@@ -36,15 +36,15 @@ def union_area(boxes: Sequence[Box]) -> float:
     for xa, xb in zip(xs, xs[1:]):
         # y-intervals of the boxes covering this vertical strip, merged
         spans = sorted((b[1], b[3]) for b in boxes if b[0] <= xa and b[2] >= xb)
-        covered, cur_start, cur_end = 0.0, None, None
-        for s, e in spans:
-            if cur_end is None or s > cur_end:
-                if cur_end is not None:
+        covered = 0.0
+        if spans:
+            cur_start, cur_end = spans[0]
+            for s, e in spans[1:]:
+                if s > cur_end:
                     covered += cur_end - cur_start
-                cur_start, cur_end = s, e
-            else:
-                cur_end = max(cur_end, e)
-        if cur_end is not None:
+                    cur_start, cur_end = s, e
+                else:
+                    cur_end = max(cur_end, e)
             covered += cur_end - cur_start
         area += covered * (xb - xa)
     return area
@@ -65,12 +65,17 @@ def completion_giou(
     completion: str, gt_boxes: Sequence[Sequence[float]], width: float, height: float, frame: FrameSpec
 ) -> float | None:
     """GRIT's GIoU for one completion; None when the row has no ground-truth box."""
-    truth = [b for b in (normalise_box(tuple(map(float, g)), width, height) for g in gt_boxes) if b is not None]
+    truth = [b for b in (normalise_box(_box4(g), width, height) for g in gt_boxes) if b is not None]
     if not truth:
         return None
-    pred = [normalise_box(to_original(b, int(width), int(height), frame), width, height) for b in find_boxes(completion)]
-    pred = [b for b in pred if b is not None]
+    pred = [p for p in (normalise_box(to_original(b, int(width), int(height), frame), width, height)
+                        for b in find_boxes(completion)) if p is not None]
     return union_iou(pred, truth) if pred else 0.0
+
+
+def _box4(g: Sequence[float]) -> Box:
+    x1, y1, x2, y2 = map(float, g)
+    return x1, y1, x2, y2
 
 
 def mean_or_none(values: Iterable[float | None]) -> float | None:

@@ -197,16 +197,6 @@ def paper_answer_bleu(x: RewardInput) -> float:
 # ---------------------------------------------------------------------------------------------
 # registry and presets
 
-COMPONENT_NAMES = (
-    "think_rethink_format",
-    "box_format",
-    "target_count",
-    "answer_format",
-    "repetition",
-    "answer_bleu",
-    "answer_accuracy",
-)
-
 PRESETS: dict[RewardPreset, dict[str, RewardFn]] = {
     RewardPreset.GRIT_CODE: {
         "think_rethink_format": think_rethink_format,
@@ -276,6 +266,7 @@ class RewardSet:
     def score(self, x: RewardInput) -> tuple[dict[str, float | None], float | None]:
         """(component -> value, weighted total); the total is None when any component is unknown."""
         values = {name: fn(x) for name, fn in self.components.items()}
-        if any(v is None for v in values.values()):
+        known = {n: v for n, v in values.items() if v is not None}
+        if len(known) < len(values):
             return values, None
-        return values, sum(self.weights[n] * v for n, v in values.items())
+        return values, sum(self.weights[n] * v for n, v in known.items())

@@ -12,12 +12,15 @@ import asyncio
 import base64
 import random
 import re
+import time
+from collections.abc import Sequence
 from typing import Any
 
-from grit_ray.config import JudgeConfig
+from grit_ray.config import JudgeConfig, JudgeKind
 from grit_ray.judge.protocol import JudgeRequest, JudgeResult, JudgeStatus
 from grit_ray.judge.rate_limit import RateLimiter, estimate_tokens
 from grit_ray.judge.secrets import MissingAPIKey, Secret, key_from_env
+from grit_ray.judge.usage import JudgeUsage
 
 # The published judge prompt (apostrophes are U+2019; the Question and Standard answer lines end
 # with a space).
@@ -73,15 +76,29 @@ def _error_reason(e: BaseException) -> tuple[str, bool]:
     return f"{type(e).__name__}: {e}", False
 
 
+def needs_key(cfg: JudgeConfig) -> bool:
+    """An Azure deployment or api.openai.com always needs a key; a local endpoint (``base_url`` set) may not."""
+    return cfg.kind is JudgeKind.AZURE_OPENAI or (cfg.kind is JudgeKind.OPENAI and cfg.base_url is None)
+
+
+def missing_key_error(cfg: JudgeConfig) -> MissingAPIKey:
+    return MissingAPIKey(f"the {cfg.kind.value} judge needs an API key: export {cfg.api_key_env}=... "
+                         f"(reward.judge.api_key_env names the variable)")
+
+
 def openai_client(cfg: JudgeConfig, api_key: Secret | None = None, max_retries: int = 0):
-    """An async OpenAI client for ``cfg``'s endpoint. The key comes from ``api_key`` or the variable
-    named by ``cfg.api_key_env``; a local endpoint (``base_url`` set) may run without one."""
+    """An async client for ``cfg``'s endpoint: OpenAI-compatible, or an Azure OpenAI deployment. The
+    key comes from ``api_key`` or the variable named by ``cfg.api_key_env``."""
     import openai
 
     key = api_key or key_from_env(cfg)
-    if key is None and cfg.base_url is None:
-        raise MissingAPIKey(f"the openai judge needs an API key: export {cfg.api_key_env}=... "
-                            f"(reward.judge.api_key_env names the variable)")
+    if key is None and needs_key(cfg):
+        raise missing_key_error(cfg)
+    if cfg.kind is JudgeKind.AZURE_OPENAI:
+        assert key is not None and cfg.azure_endpoint is not None  # needs_key; JudgeConfig checks the endpoint
+        return openai.AsyncAzureOpenAI(api_key=key.reveal(), azure_endpoint=cfg.azure_endpoint,
+                                       azure_deployment=cfg.azure_deployment, api_version=cfg.api_version,
+                                       max_retries=max_retries, timeout=cfg.timeout_s)
     return openai.AsyncOpenAI(api_key=key.reveal() if key else "not-needed", base_url=cfg.base_url,
                               max_retries=max_retries, timeout=cfg.timeout_s)
 
@@ -91,7 +108,7 @@ def image_part(image: bytes) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{base64.b64encode(image).decode()}"}}
 
 
-def user_message(text: str, images: list[bytes] = ()) -> list[dict[str, Any]]:
+def user_message(text: str, images: Sequence[bytes] = ()) -> list[dict[str, Any]]:
     """One user turn: the text alone, or the images then the text (OpenAI chat format)."""
     if not images:
         return [{"role": "user", "content": text}]
@@ -115,6 +132,7 @@ class OpenAIJudge:
         self._client = openai_client(cfg, api_key)  # retries are ours (classified, with jitter)
         self._semaphore = asyncio.Semaphore(cfg.concurrency)
         self.limiter = RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
+        self.usage = JudgeUsage()
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAIJudge(model={self.cfg.model!r}, base_url={self.cfg.base_url!r})"
@@ -127,10 +145,16 @@ class OpenAIJudge:
     async def _call_once(self, req: JudgeRequest) -> float:
         messages = self._messages(req)
         await self.limiter.acquire(estimate_tokens(str(messages)))
+        started = time.perf_counter()
         resp = await asyncio.wait_for(
-            self._client.chat.completions.create(model=self.cfg.model, messages=messages),
+            self._client.chat.completions.create(model=self.cfg.model, messages=messages,
+                                                 **({"max_tokens": self.cfg.max_reply_tokens}
+                                                    if self.cfg.max_reply_tokens else {})),
             timeout=self.cfg.timeout_s,
         )
+        tokens = resp.usage
+        self.usage.answered(time.perf_counter() - started, tokens.prompt_tokens if tokens else 0,
+                            tokens.completion_tokens if tokens else 0)
         content = resp.choices[0].message.content if resp.choices else None
         return parse_judge_score(content or "")
 
@@ -141,6 +165,7 @@ class OpenAIJudge:
     async def judge(self, req: JudgeRequest) -> JudgeResult:
         reasons = []
         attempts = self.cfg.max_retries + 1
+        self.usage.requests += 1
         async with self._semaphore:
             for attempt in range(attempts):
                 try:
@@ -148,7 +173,10 @@ class OpenAIJudge:
                     return JudgeResult(JudgeStatus.OK, score=score, attempts=attempt + 1)
                 except Exception as e:  # classified below; anything unknown fails the call, not the run
                     reason, retry = _error_reason(e)
+                    if reason in ("HTTP 401", "HTTP 403"):  # the endpoint refused the key: say which variable held it
+                        reason = f"{reason} (the key in {self.cfg.api_key_env} was refused)"
                     reasons.append(reason)
+                    self.usage.errored(reason, retrying=retry and attempt < attempts - 1)
                     if not retry or attempt == attempts - 1:
                         break
                     await asyncio.sleep(self._backoff(attempt))

@@ -8,12 +8,14 @@ failure never becomes a 0: the reward is None and the status says why (``JudgeSt
 
 from __future__ import annotations
 
+import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from grit_ray.config import JudgeFailurePolicy, PromptTemplate, RuleMatch
+from grit_ray.data.rows import Row
 from grit_ray.grit.prompts import judged_answer, user_text
 from grit_ray.grit.rewards import RewardInput, RewardSet
 from grit_ray.judge.protocol import Judge, JudgeRequest, JudgeResult, JudgeStatus
@@ -33,6 +35,19 @@ class RewardItem:
     token_ids: list[int] = field(default_factory=list)
     image: bytes | None = None  # only when the judge is to see the image
     template: PromptTemplate = PromptTemplate.GRIT  # how the question was asked (direct: the whole reply answers)
+
+    @classmethod
+    def for_row(cls, group_id: int, index: int, row: Row | Mapping[str, Any], completion: str,
+                token_ids: Sequence[int] = (), image: bytes | None = None,
+                template: PromptTemplate = PromptTemplate.GRIT) -> RewardItem:
+        """The item of one completion of a data row (a ``Row``, or a row in GRIT's JSON form as
+        ``grit-ray score`` reads it): the question, the reference answer and the dataset come from it."""
+        if isinstance(row, Row):
+            question, answer, dataset = row.question, row.answer, row.dataset
+        else:
+            question, answer, dataset = row["question"], row["answer"], row["dataset"]
+        return cls(group_id=group_id, index=index, question=question, reference=str(answer), dataset=dataset,
+                   completion=completion, token_ids=list(token_ids), image=image, template=template)
 
 
 @dataclass
@@ -66,6 +81,15 @@ class ScoredCompletion:
         if self.judge_status is JudgeStatus.FALLBACK:
             out["score"] = self.judge_score
         return out
+
+
+def judged_accuracy(judged: Iterable[dict[str, Any]]) -> float | None:
+    """ACC / 100: the mean raw judge score over the rows the judge scored (``ScoredCompletion.judge_json``
+    or a scored row's ``judge``; a completion without an answer counts 0, a failed or fallback judgement is
+    left out). ``grit-ray eval`` and the in-training ``eval/accuracy`` both report it, so one name is one
+    number under any judge; the training reward binarises the same score (``answer_accuracy``)."""
+    scores = [j["score"] for j in judged if j["status"] == JudgeStatus.OK.value]
+    return statistics.fmean(scores) if scores else None
 
 
 JudgeCall = Callable[[JudgeRequest], Awaitable[tuple[JudgeResult, bool]]]  # -> (result, served from a cache)

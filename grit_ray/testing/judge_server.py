@@ -41,6 +41,9 @@ class JudgeServer:
         self.requests = 0
         self.in_flight = 0
         self.peak_in_flight = 0
+        # (path with query, the api-key header, the Authorization header) of every POST: how a
+        # client addressed the endpoint (an Azure deployment, an API version) and authenticated
+        self.posts: list[tuple[str, str | None, str | None]] = []
         self._lock = threading.Lock()
         self.httpd = ThreadingHTTPServer((host, port), self._handler())
         self.httpd.daemon_threads = True
@@ -110,6 +113,7 @@ class JudgeServer:
 
             def do_POST(self):
                 with server._lock:
+                    server.posts.append((self.path, self.headers.get("api-key"), self.headers.get("Authorization")))
                     server.requests += 1
                     server.in_flight += 1
                     server.peak_in_flight = max(server.peak_in_flight, server.in_flight)

@@ -10,7 +10,7 @@ from typing import Any
 from grit_ray.config import GritConfig
 from grit_ray.data.rows import Row
 from grit_ray.grit.metrics import completion_giou, mean_or_none
-from grit_ray.judge.scoring import ScoredCompletion
+from grit_ray.judge.scoring import ScoredCompletion, judged_accuracy
 from grit_ray.models import box_frame_spec
 from grit_ray.trainer.step import check_weights_version, reward_item, reward_metrics
 from grit_ray.workers.reward import RewardPool
@@ -33,8 +33,9 @@ def greedy_scored(cfg: GritConfig, rollout: RolloutPool, rewards: RewardPool, ro
 
 def evaluate(cfg: GritConfig, rollout: RolloutPool, rewards: RewardPool, rows: list[Row],
              weights_version: int | None = None) -> dict[str, float]:
-    """Greedy decoding on held-out rows, scored by the reward actors: eval/accuracy, eval/giou and
-    eval/reward/... over all rows, and eval/<dataset>/accuracy and /giou per dataset."""
+    """Greedy decoding on held-out rows, scored by the reward actors: eval/accuracy (``grit-ray eval``'s
+    ACC / 100), eval/giou and eval/reward/... over all rows, and eval/<dataset>/accuracy and /giou per
+    dataset."""
     started = time.perf_counter()
     samples, scored = greedy_scored(cfg, rollout, rewards, rows, weights_version)
     out = reward_metrics(scored, prefix="eval/")
@@ -45,8 +46,7 @@ def evaluate(cfg: GritConfig, rollout: RolloutPool, rewards: RewardPool, rows: l
     for i, row in enumerate(rows):
         by_dataset[row.dataset].append(i)
     for prefix, idx in [("eval/", range(len(rows))), *((f"eval/{d}/", ix) for d, ix in sorted(by_dataset.items()))]:
-        acc = [scored[i].components.get("answer_accuracy") for i in idx]
-        if (v := mean_or_none(acc)) is not None:
+        if (v := judged_accuracy(scored[i].judge_json() for i in idx)) is not None:
             out[f"{prefix}accuracy"] = v
         if (v := mean_or_none(giou[i] for i in idx)) is not None:
             out[f"{prefix}giou"] = v

@@ -17,8 +17,8 @@ from typing import Any
 from grit_ray.config import ConfigError, GritConfig, load_config, save_resolved_config
 from grit_ray.data.rows import PromptSampler, Row, RowRules, RowStream, materialise_sources
 from grit_ray.judge.baseline import best_constant_answers, constant_accuracy, constant_line
-from grit_ray.trainer.checkpoints import (CHECKPOINTS, FINAL_MODEL, latest_checkpoint, load_driver_state,
-                                          save_checkpoint)
+from grit_ray.judge.usage import write_judge_report
+from grit_ray.trainer.checkpoints import CHECKPOINTS, FINAL_MODEL, latest_checkpoint, load_driver_state, save_checkpoint
 from grit_ray.trainer.held_out import eval_line, evaluate
 from grit_ray.trainer.memory_plan import start_problems
 from grit_ray.trainer.placement import placement
@@ -251,6 +251,7 @@ def train(cfg: GritConfig, run_dir: Path, resume: bool = False, stop_after: int 
                 _say(f"stopped after step {trainer.step} of {cfg.run.steps}; continue with --resume {run_dir}")
                 return None
         final = trainer.save_final() if cfg.checkpoint.save_final else run_dir / FINAL_MODEL
+        _say(write_judge_report(trainer.rewards.judge_report(), run_dir))  # this process's calls (a resume: its part)
     if trainer.stream.skipped:
         _say(trainer.stream.skipped_report())
     _say(f"done in {time.perf_counter() - trainer.started:.0f}s; metrics in {run_dir / 'metrics.jsonl'}")

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from grit_ray.algo.experience import TrainSample, assign_advantages
-from grit_ray.algo.grpo import refill_draw_size
+from grit_ray.algo.grpo import refill_draw_size, zero_signal_groups
 from grit_ray.algo.seeds import group_seeds
 from grit_ray.config import GritConfig
 from grit_ray.data.rows import Row
@@ -41,9 +43,7 @@ def reward_item(sample: SampledCompletion, row: Row, cfg: GritConfig) -> RewardI
     if cfg.reward.judge.send_image:
         image = row.image if isinstance(row.image, bytes) else Path(row.image).read_bytes()
     c = sample.completion
-    return RewardItem(group_id=sample.group_id, index=sample.index, question=row.question, reference=row.answer,
-                      dataset=row.dataset, completion=c.text, token_ids=list(c.token_ids), image=image,
-                      template=cfg.prompt.template)
+    return RewardItem.for_row(sample.group_id, sample.index, row, c.text, c.token_ids, image, cfg.prompt.template)
 
 
 def train_sample(sample: SampledCompletion, row: Row) -> TrainSample:
@@ -54,7 +54,8 @@ def train_sample(sample: SampledCompletion, row: Row) -> TrainSample:
 
 
 def reward_metrics(scored: list[ScoredCompletion], prefix: str = "") -> dict[str, float]:
-    """reward/mean, reward/std, reward/<component> means, accuracy (answer_accuracy mean)."""
+    """reward/mean, reward/std, reward/<component> means, answer_right (the share of completions whose
+    answer the judge scored above 0: the binarised accuracy reward, not ACC)."""
     out: dict[str, float] = {}
     rewards = [s.reward for s in scored if s.reward is not None]
     if rewards:
@@ -68,7 +69,7 @@ def reward_metrics(scored: list[ScoredCompletion], prefix: str = "") -> dict[str
     for k, vs in parts.items():
         out[f"{prefix}reward/{k}"] = statistics.fmean(vs)
     if "answer_accuracy" in parts:
-        out[f"{prefix}accuracy"] = statistics.fmean(parts["answer_accuracy"])
+        out[f"{prefix}answer_right"] = statistics.fmean(parts["answer_accuracy"])
     return out
 
 
@@ -166,7 +167,17 @@ class TrainingStep:
         return _Round(g.rows, g.samples, settled, g.generation_s, time.perf_counter() - started)
 
     def _informative(self, r: _Round) -> list[int]:
-        return [g for g in r.rows if g not in r.settled.dropped_groups and _has_signal(r, g, self.cfg.algorithm.group_size)]
+        """The round's groups whose known rewards differ (a judge failure's None is not known; a group
+        with one known reward has no baseline, hence no signal)."""
+        known = [(g, item.reward) for g in r.rows if g not in r.settled.dropped_groups
+                 for i in range(self.cfg.algorithm.group_size)
+                 if (item := r.settled.scored.get((g, i))) is not None and item.reward is not None]
+        if not known:
+            return []
+        zero = zero_signal_groups(torch.tensor([w for _, w in known], dtype=torch.float64),
+                                  torch.tensor([g for g, _ in known]))
+        with_signal = {g for (g, _), z in zip(known, zero.tolist()) if not z}
+        return [g for g in r.rows if g in with_signal]
 
     def start_collect(self, rows: list[Row], step: int,
                       draw_more: Callable[[int], list[Row]] | None = None) -> Collection:
@@ -295,10 +306,3 @@ def check_staleness(versions: list[int], learner_version: int, max_staleness: in
                                     f"version {learner_version}: {lag} updates apart, algorithm.max_staleness is "
                                     f"{max_staleness}")
     return staleness
-
-
-def _has_signal(r: _Round, group_id: int, group_size: int) -> bool:
-    """A group whose known rewards differ (a one-member group has no baseline, hence no signal)."""
-    rewards = {r.settled.scored[(group_id, i)].reward for i in range(group_size) if (group_id, i) in r.settled.scored}
-    rewards.discard(None)
-    return len(rewards) > 1

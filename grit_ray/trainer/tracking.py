@@ -57,7 +57,7 @@ def progress_line(m: dict[str, Any], total_steps: int, eta_s: float) -> str:
         v = m.get(key)
         return f"{label} {v:{spec}}" if isinstance(v, int | float) else f"{label} -"
 
-    return " | ".join([f"step {m['step']}/{total_steps}", fmt("reward/mean", "reward"), fmt("accuracy", "acc"),
+    return " | ".join([f"step {m['step']}/{total_steps}", fmt("reward/mean", "reward"), fmt("answer_right", "right"),
                        fmt("train/kl", "kl", ".4f"), fmt("time/step", "s/step", ".1f"),
                        fmt("throughput/tokens_per_s", "tok/s", ".0f"), f"ETA {_duration(eta_s)}"])
 

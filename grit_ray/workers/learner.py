@@ -11,7 +11,6 @@ loss by the world size.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -27,8 +26,16 @@ from grit_ray.algo.stats import LearnerStats
 from grit_ray.config import GritConfig, ZeroStage
 from grit_ray.models import adapter_for
 from grit_ray.models.files import copy_side_files
-from grit_ray.workers.hardware import (apply_env, cuda_device_index, deepspeed_env, limit_threads, resolve_comm_backend,
-                                      resolve_device, resolve_dtype)
+from grit_ray.schedules import warmup_cosine
+from grit_ray.workers.hardware import (
+    apply_env,
+    cuda_device_index,
+    deepspeed_env,
+    limit_threads,
+    resolve_comm_backend,
+    resolve_device,
+    resolve_dtype,
+)
 from grit_ray.workers.weight_sync import Bucket, TensorMeta, pack_into, plan_buckets
 
 R = TypeVar("R")
@@ -56,12 +63,8 @@ def deepspeed_config(cfg: GritConfig, world_size: int, device: str) -> dict[str,
 
 def lr_multiplier(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
     """Linear warm-up to 1, then cosine decay to 0 at ``total_steps`` (or constant)."""
-    if warmup_steps and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule == "constant":
-        return 1.0
-    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return warmup_cosine(step, warmup_steps=warmup_steps, total_steps=total_steps, decay_from=warmup_steps,
+                         constant=schedule == "constant")
 
 
 def _ray_gpu_ids() -> list:

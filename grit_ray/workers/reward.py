@@ -20,18 +20,21 @@ the completion comes back with ``reward=None`` and the reason, and the step appl
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from grit_ray.config import GritConfig, JudgeFailurePolicy, JudgeKind, RewardConfig
+from grit_ray.config import GritConfig, JudgeFailurePolicy, RewardConfig
 from grit_ray.grit.rewards import RewardSet, import_by_path
 from grit_ray.judge import make_judge
+from grit_ray.judge.llm import missing_key_error, needs_key
 from grit_ray.judge.protocol import JudgeRequest, JudgeResult, JudgeStatus
 from grit_ray.judge.scoring import CompletionScorer, RewardItem, ScoredCompletion
-from grit_ray.judge.secrets import MissingAPIKey, Secret, key_from_env
+from grit_ray.judge.secrets import Secret, key_from_env
+from grit_ray.judge.usage import JudgeUsage, judge_report
 from grit_ray.workers.faults import FaultLog, Incarnations, wait_until_alive
 
 
@@ -87,6 +90,11 @@ class RewardActor:
     async def score(self, item: RewardItem) -> ScoredCompletion:
         return await self.scorer.score(item)
 
+    def usage(self) -> dict[str, Any] | None:
+        """The LLM judge's usage (judge/usage.py) as JSON; None for a judge that makes no calls."""
+        usage = getattr(self.judge, "usage", None)
+        return usage.to_json() if usage is not None else None
+
     def counters(self) -> dict[str, float]:
         out = {k: float(v) for k, v in self.stats.items()}
         limiter = getattr(self.judge, "limiter", None)
@@ -122,10 +130,9 @@ class RewardPool:
         import ray
 
         judge = cfg.reward.judge
-        key = key_from_env(judge) if judge.kind is JudgeKind.OPENAI else None
-        if judge.kind is JudgeKind.OPENAI and key is None and judge.base_url is None:
-            raise MissingAPIKey(f"the openai judge needs an API key: export {judge.api_key_env}=... "
-                                f"(reward.judge.api_key_env names the variable)")
+        key = key_from_env(judge) if judge.kind.is_llm else None
+        if key is None and needs_key(judge):
+            raise missing_key_error(judge)
         cls = RewardActor if cfg.reward.actor_class is None else import_object(cfg.reward.actor_class)
         ft = cfg.fault_tolerance
         options = {"num_cpus": cfg.resources.cpus_per_actor, "max_concurrency": max(1000, 4 * judge.concurrency),
@@ -138,6 +145,8 @@ class RewardPool:
                        for _ in range(cfg.reward.num_actors)]
         self.names = [f"reward actor {i}" for i in range(len(self.actors))]  # how errors name each actor
         self.policy = judge.on_failure
+        self.judge_cfg = judge
+        self._reports_usage = hasattr(cls, "usage")  # a custom actor class may not count its judge's calls
         self.restart_timeout_s = ft.restart_timeout_s
         self.faults = FaultLog()
         self.incarnations = Incarnations(self.actors)
@@ -212,6 +221,15 @@ class RewardPool:
         for c in ray.get([a.counters.remote() for a in self.actors]):
             total.update(c)
         return dict(total)
+
+    def judge_report(self) -> dict[str, Any]:
+        """Every actor's judge usage in one report (``judge_report.json`` of a run or an evaluation)."""
+        import ray
+
+        usages = ray.get([a.usage.remote() for a in self.actors]) if self._reports_usage else []
+        used = [JudgeUsage.from_json(u) for u in usages if u is not None]
+        merged = functools.reduce(JudgeUsage.merge, used) if used else None
+        return judge_report(self.judge_cfg, merged, int(self.counters().get("cache_hits", 0)))
 
     def shutdown(self) -> None:
         import ray

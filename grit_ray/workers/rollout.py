@@ -29,8 +29,16 @@ from grit_ray.grit.prompts import chat_messages
 from grit_ray.models import adapter_for, max_prompt_tokens
 from grit_ray.models.shape import ties_word_embeddings
 from grit_ray.workers.faults import FaultLog, Incarnations, wait_until_alive
-from grit_ray.workers.hardware import (VLLM_REQUIRED_ENV, apply_env, limit_threads, require_env, resolve_device,
-                                      resolve_dtype, socket_env, vllm_env)
+from grit_ray.workers.hardware import (
+    VLLM_REQUIRED_ENV,
+    apply_env,
+    limit_threads,
+    require_env,
+    resolve_device,
+    resolve_dtype,
+    socket_env,
+    vllm_env,
+)
 
 
 @dataclass

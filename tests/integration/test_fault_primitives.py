@@ -10,8 +10,7 @@ import time
 import pytest
 import ray
 
-from grit_ray.workers.faults import (ActorHangError, ActorLostError, Incarnations, get_all, unreachable,
-                                     wait_until_alive)
+from grit_ray.workers.faults import ActorHangError, ActorLostError, Incarnations, get_all, unreachable, wait_until_alive
 
 pytestmark = [pytest.mark.ray]
 

@@ -14,8 +14,7 @@ import torch
 from grit_ray.algo.experience import TrainSample, assign_advantages, collate, completion_logprobs, totals_of
 from grit_ray.algo.grpo import LossSettings, policy_loss
 from grit_ray.algo.micro_batching import plan_micro_batches
-from grit_ray.config import DataSource, SynthSpec, load_config
-from grit_ray.config import ModelConfig, ModelFamily
+from grit_ray.config import DataSource, ModelConfig, ModelFamily, SynthSpec, load_config
 from grit_ray.data.rows import RowStream
 from grit_ray.data.synth import write_synth
 from grit_ray.grit.prompts import chat_messages

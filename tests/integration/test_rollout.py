@@ -15,8 +15,7 @@ import torch
 
 from grit_ray.algo.experience import TrainSample, assign_advantages, collate, completion_logprobs
 from grit_ray.algo.seeds import group_seeds
-from grit_ray.config import DataSource, load_config
-from grit_ray.config import ModelFamily
+from grit_ray.config import DataSource, ModelFamily, load_config
 from grit_ray.data.rows import RowStream
 from grit_ray.models import adapter_for
 from grit_ray.models.qwen2_5_vl import collapse_image_pads

@@ -27,7 +27,7 @@ def test_default_config_runs_the_grit_reward_stack_and_honours_the_cli_contract(
     for r in rows[1:]:
         for key in ("reward/mean", "reward/std", "time/step", "time/generation", "time/reward_tail",
                     "time/learner", "time/sync", "train/kl", "train/loss", "train/entropy", "completion/len_mean",
-                    "groups/zero_signal", "throughput/tokens_per_s", "reward/think_rethink_format", "accuracy"):
+                    "groups/zero_signal", "throughput/tokens_per_s", "reward/think_rethink_format", "answer_right"):
             assert key in r, key
         assert r["time/step"] > 0 and r["train/entropy"] > 0
     assert "eval @ step 0: accuracy" in proc.stdout and "eval @ step 3: accuracy" in proc.stdout

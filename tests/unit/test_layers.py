@@ -10,7 +10,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "grit_ray"
 # lowest first; a package may import itself and anything before it
-LAYERS = ["config", "grit", "data", "models", "algo", "judge", "workers", "trainer", "evaluation", "testing", "cli"]
+LAYERS = ["config", "schedules", "grit", "data", "models", "algo", "judge", "workers", "trainer", "evaluation", "testing", "cli"]
 
 
 def layer_of(module: str) -> int:

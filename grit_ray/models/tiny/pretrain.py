@@ -9,7 +9,6 @@ write a box, chosen heads attend to the shape the box belongs to).
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import re
 import time
@@ -29,6 +28,7 @@ from grit_ray.data.synth import COLOURS, SHAPES, Obj
 from grit_ray.grit.prompts import user_text
 from grit_ray.models.family import ModelAdapter, PromptEncoder
 from grit_ray.models.tiny.numbers import number_sinusoids
+from grit_ray.schedules import warmup_cosine
 
 
 class Encoder:
@@ -273,9 +273,9 @@ def pretrain(model, processor, spec: TinyPretrainSpec, seed: int, adapter: Model
     params = list(model.parameters()) + (list(dense.readout.parameters()) if dense else [])
     opt = torch.optim.AdamW(params, lr=spec.lr, betas=(0.9, 0.98), weight_decay=0.0)
 
-    def lr_at(step: int) -> float:  # warm-up, then cosine decay to a floor (the last steps still learn)
-        warm = min(1.0, (step + 1) / max(spec.warmup_steps, 1))
-        return spec.lr * warm * (spec.lr_floor + (1 - spec.lr_floor) * 0.5 * (1 + math.cos(math.pi * step / spec.steps)))
+    def lr_at(step: int) -> float:  # cosine decay from step 0 to a floor (the last steps still learn), under the warm-up
+        return warmup_cosine(step, warmup_steps=spec.warmup_steps, total_steps=spec.steps, decay_from=0,
+                             floor=spec.lr_floor, peak=spec.lr)
 
     losses: list[float] = []
     aux: dict[str, list[float]] = {"image tokens": [], "attention": []}

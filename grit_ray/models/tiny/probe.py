@@ -16,8 +16,8 @@ from dataclasses import replace
 from grit_ray.config import ComparisonOrder, CoordFrame, PromptTemplate, SynthSpec
 from grit_ray.data.corpus import PROBE_SEED_OFFSET, WORKED_TASKS, CorpusSample, CorpusTask, corpus_sample
 from grit_ray.grit.grounding import find_boxes
-from grit_ray.grit.prompts import plain_reply_answer
 from grit_ray.grit.metrics import union_iou
+from grit_ray.grit.prompts import plain_reply_answer
 from grit_ray.models.family import ModelAdapter
 from grit_ray.models.tiny.pretrain import Encoder, box_query_positions, centre_cell, corpus_batch, eager_attention
 

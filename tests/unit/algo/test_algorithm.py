@@ -9,6 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from grit_ray.algo.experience import TrainSample, assign_advantages, totals_of
 from grit_ray.algo.grpo import (
     BatchTotals,
     LossSettings,
@@ -19,11 +20,10 @@ from grit_ray.algo.grpo import (
     token_logprobs,
     zero_signal_groups,
 )
-from grit_ray.algo.experience import TrainSample, assign_advantages, totals_of
+from grit_ray.algo.micro_batching import shard_samples
 from grit_ray.algo.stats import LearnerStats
 from grit_ray.config import AlgorithmConfig, LossAggregation
 from grit_ray.workers.learner import lr_multiplier
-from grit_ray.algo.micro_batching import shard_samples
 
 
 def test_group_advantages_by_hand():

@@ -7,8 +7,14 @@ import random
 import pytest
 
 from grit_ray.algo.experience import TrainSample, totals_of
-from grit_ray.algo.micro_batching import (SampleLength, computed_tokens, deal_to_ranks, padding_report,
-                                          plan_micro_batches, token_budget_cuts)
+from grit_ray.algo.micro_batching import (
+    SampleLength,
+    computed_tokens,
+    deal_to_ranks,
+    padding_report,
+    plan_micro_batches,
+    token_budget_cuts,
+)
 from grit_ray.config import ConfigError, load_config
 
 

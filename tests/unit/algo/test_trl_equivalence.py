@@ -16,8 +16,7 @@ from PIL import Image
 
 from grit_ray.algo.experience import TrainSample, collate, completion_logprobs
 from grit_ray.algo.grpo import BatchTotals, LossSettings, policy_loss
-from grit_ray.config import LossAggregation
-from grit_ray.config import ModelConfig, ModelFamily
+from grit_ray.config import LossAggregation, ModelConfig, ModelFamily
 from grit_ray.grit.prompts import chat_messages
 from grit_ray.models import adapter_for
 

@@ -75,7 +75,7 @@ def test_report_renders_in_headless_chromium_with_boxes_on_images(synth_jsonl, t
 def test_plots_render_from_a_metrics_file(tmp_path):
     from grit_ray.evaluation.plots import plot_run
 
-    rows = [{"step": s, "reward/mean": 0.1 * s, "reward/answer_format": 0.05 * s, "accuracy": 0.02 * s,
+    rows = [{"step": s, "reward/mean": 0.1 * s, "reward/answer_format": 0.05 * s, "answer_right": 0.02 * s,
              "train/kl": 0.001 * s, "completion/len_mean": 20 + s, "completion/len_max": 40,
              "time/step": 1.0, "time/generation": 0.6, "time/learner": 0.3} for s in range(1, 6)]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -12,6 +12,7 @@ from grit_ray.judge.llm import GRIT_JUDGE_TEMPLATE, JudgeReplyError, OpenAIJudge
 from grit_ray.judge.protocol import JudgeRequest
 from grit_ray.judge.rule import normalise_answer, rule_score
 from grit_ray.judge.secrets import MissingAPIKey
+from grit_ray.judge.usage import JudgeUsage, judge_report, report_line
 from grit_ray.testing.judge_server import JudgeServer
 
 
@@ -137,3 +138,51 @@ def test_key_is_never_in_repr(server, monkeypatch):
 def test_image_is_sent_to_a_multimodal_judge(server):
     (r,) = _run(_judge(server, send_image=True), [JudgeRequest("q", "Yes", "Yes", image=b"\x89PNG fake")])
     assert r.status == "ok" and r.score == 1.0
+
+
+def test_azure_settings_address_the_deployment_with_the_key(server, monkeypatch):
+    monkeypatch.setenv("GRIT_AZURE_KEY", "azure-test-key-7")
+    cfg = JudgeConfig(kind=JudgeKind.AZURE_OPENAI, azure_endpoint=server.base_url.removesuffix("/v1"),
+                      azure_deployment="gpt4o-grit", api_version="2024-10-21", api_key_env="GRIT_AZURE_KEY",
+                      max_retries=1, timeout_s=2.0)
+    results = _run(OpenAIJudge(cfg, backoff_base_s=0.01), [req("Yes"), req("no")])
+    assert [r.score for r in results] == [1.0, 0.0]
+    path, api_key, _ = server.posts[0]
+    assert path == "/openai/deployments/gpt4o-grit/chat/completions?api-version=2024-10-21"
+    assert api_key == "azure-test-key-7"
+
+
+def test_azure_needs_its_three_settings_and_a_key(monkeypatch):
+    with pytest.raises(ValueError, match="azure-openai needs azure_deployment, api_version"):
+        JudgeConfig(kind=JudgeKind.AZURE_OPENAI, azure_endpoint="https://x.openai.azure.com")
+    with pytest.raises(ValueError, match="azure_deployment set but kind is openai"):
+        JudgeConfig(kind=JudgeKind.OPENAI, azure_deployment="gpt4o")
+    monkeypatch.delenv("GRIT_AZURE_KEY", raising=False)
+    cfg = JudgeConfig(kind=JudgeKind.AZURE_OPENAI, azure_endpoint="http://127.0.0.1:9", azure_deployment="d",
+                      api_version="2024-10-21", api_key_env="GRIT_AZURE_KEY")
+    with pytest.raises(MissingAPIKey, match="azure-openai judge needs an API key: export GRIT_AZURE_KEY"):
+        OpenAIJudge(cfg)
+
+
+def test_usage_counts_calls_retries_failures_tokens_and_latency(server):
+    judge = _judge(server, max_retries=2, usd_per_million_input_tokens=2.5, usd_per_million_output_tokens=10.0)
+    results = _run(judge, [req("Yes"), req("Yes #500x1"), req("Yes #garbagex1"), req("Yes #429")])
+    assert [r.status for r in results] == ["ok", "ok", "ok", "failed"]
+    u = judge.usage
+    assert u.requests == 4 and u.attempts == 1 + 2 + 2 + 3 == server.requests
+    assert dict(u.retried) == {"HTTP 500": 1, "unparsable reply": 1, "rate limited (429)": 2}
+    assert dict(u.failed) == {"rate limited (429)": 1}
+    assert u.completion_tokens == 5 * 4 and u.prompt_tokens > 0  # the server's usage: 5 reply tokens a reply
+    report = judge_report(judge.cfg, u, cache_hits=3)
+    assert report["retries"] == 4 and report["failed_by_cause"] == {"rate limited (429)": 1}
+    assert 0 < report["latency_s"]["p50"] <= report["latency_s"]["p99"] <= report["latency_s"]["max"]
+    assert report["estimated_cost_usd"] == pytest.approx((u.prompt_tokens * 2.5 + 20 * 10.0) / 1e6)
+    line = report_line(report)
+    assert line.startswith("judge openai (local): 4 requests, 8 calls (4 retries, 1 failed: rate limited (429) 1)")
+    assert "3 cache hits" in line and "about $" in line
+    merged = JudgeUsage.from_json(u.to_json()).merge(u)
+    assert merged.attempts == 16 and merged.failed["rate limited (429)"] == 2
+
+
+def test_the_rule_judge_reports_no_calls():
+    assert report_line(judge_report(JudgeConfig(), None)) == "judge rule: no calls"

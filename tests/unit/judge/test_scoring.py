@@ -6,7 +6,7 @@ from grit_ray.config import JudgeFailurePolicy, PromptTemplate, RewardPreset, Ru
 from grit_ray.grit.rewards import RewardSet
 from grit_ray.judge.protocol import JudgeResult, JudgeStatus
 from grit_ray.judge.rule import RuleJudge
-from grit_ray.judge.scoring import CompletionScorer, RewardItem
+from grit_ray.judge.scoring import CompletionScorer, RewardItem, judged_accuracy
 
 GOOD = "<think> the cat [1, 2, 30, 40] </think> <rethink> one cat </rethink> <answer> 1 </answer>"
 
@@ -72,3 +72,28 @@ def test_boxes_first_reply_is_judged_after_so_and_rewarded():
     # under GRIT's prompt the same reply has no <answer>: not asked, no accuracy
     s = _score(RuleJudge(), chain)
     assert s.judge_status is JudgeStatus.NOT_ASKED and s.components["answer_accuracy"] == 0.0
+
+
+class HalfJudge(RuleJudge):
+    """An LLM-like judge that gives partial credit."""
+
+    async def judge(self, req):
+        return JudgeResult(JudgeStatus.OK, score=0.5)
+
+
+def test_acc_averages_the_raw_score_and_the_training_reward_binarises_it():
+    half, failed, unanswered = (_score(HalfJudge(), GOOD), _score(FailingJudge(), GOOD),
+                                _score(HalfJudge(), "<think> nothing </think>"))
+    assert half.components["answer_accuracy"] == 1.0  # any score above 0 is right for training
+    # ACC: 0.5 and the unanswered row's 0, the failed row left out (not a 0)
+    assert judged_accuracy(s.judge_json() for s in (half, failed, unanswered)) == 0.25
+    assert judged_accuracy([failed.judge_json()]) is None
+
+
+def test_an_item_is_made_alike_from_a_row_and_from_its_json():
+    from grit_ray.data.rows import Row
+
+    row = Row(question="How many cats?", answer="1", image="/x.png", width=8, height=8, bboxs=[], dataset="tallyqa")
+    a = RewardItem.for_row(3, 1, row, GOOD, (5, 6), template=PromptTemplate.DIRECT)
+    b = RewardItem.for_row(3, 1, {**row.to_json(), "answer": 1}, GOOD, [5, 6], template=PromptTemplate.DIRECT)
+    assert a == b and a.reference == "1" and a.token_ids == [5, 6] and a.dataset == "tallyqa"

@@ -9,7 +9,6 @@ import re
 from PIL import Image
 
 from grit_ray.config import ComparisonOrder, CoordFrame, ModelFamily, PromptTemplate, SynthSpec, TinyModelSpec
-from grit_ray.data.synth import SHAPES, synth_rows
 from grit_ray.data.corpus import (
     CORNERS,
     GRIT_FORMAT_TASKS,
@@ -21,6 +20,7 @@ from grit_ray.data.corpus import (
     in_frame,
     worked_comparison,
 )
+from grit_ray.data.synth import SHAPES, synth_rows
 from grit_ray.models.tiny import cached_tiny_model
 from grit_ray.models.tiny.build import cache_key
 
@@ -225,8 +225,8 @@ def test_the_cache_builds_once_per_spec(tmp_path, monkeypatch):
 def test_image_token_targets_mark_the_cell_of_each_shape_centre():
     import torch
 
-    from grit_ray.data.synth import COLOURS, SHAPES, Obj
     from grit_ray.data.corpus import CorpusSample
+    from grit_ray.data.synth import COLOURS, SHAPES, Obj
     from grit_ray.models.tiny import number_sinusoids
     from grit_ray.models.tiny.pretrain import image_token_targets
 

@@ -13,7 +13,13 @@ from grit_ray.config import ModelFamily, PromptTemplate
 from grit_ray.data.corpus import CorpusSample, CorpusTask, box_text
 from grit_ray.data.synth import Obj
 from grit_ray.models import adapter_for
-from grit_ray.models.tiny.probe import SELECTION_GATE, asked_directly, built_comparison_order, selection_gate, worked_steps
+from grit_ray.models.tiny.probe import (
+    SELECTION_GATE,
+    asked_directly,
+    built_comparison_order,
+    selection_gate,
+    worked_steps,
+)
 
 
 def test_the_gate_speaks_only_below_what_grounded_reasoning_needs():

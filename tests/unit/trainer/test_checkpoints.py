@@ -1,6 +1,6 @@
 """Which checkpoint directories a run keeps: the newest complete ones; never a crash's leftovers."""
 
-from grit_ray.trainer.checkpoints import (CHECKPOINTS, DRIVER_STATE, latest_checkpoint, prune_checkpoints)
+from grit_ray.trainer.checkpoints import CHECKPOINTS, DRIVER_STATE, latest_checkpoint, prune_checkpoints
 
 
 def _ckpt(run_dir, step, complete=True):

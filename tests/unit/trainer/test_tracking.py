@@ -77,7 +77,7 @@ def test_metrics_jsonl_tensorboard_and_progress(tmp_path, capsys):
     log = MetricsLogger(tmp_path, total_steps=4, tensorboard=True, progress=True, wandb_project=None,
                         run_name="t", config={})
     for step in (1, 2):
-        log.log({"step": step, "reward/mean": 0.25 * step, "time/step": 2.0, "accuracy": 0.5, "note": "text"})
+        log.log({"step": step, "reward/mean": 0.25 * step, "time/step": 2.0, "answer_right": 0.5, "note": "text"})
     log.close()
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and rows[1]["reward/mean"] == 0.5
@@ -88,10 +88,10 @@ def test_metrics_jsonl_tensorboard_and_progress(tmp_path, capsys):
     assert at_step2
     values = {dict(_fields(v))[1].decode(): dict(_fields(v))[2]
               for e in at_step2 for n, v in _fields(e[5]) if n == 1}
-    assert values == {"reward/mean": pytest.approx(0.5), "time/step": pytest.approx(2.0), "accuracy": 0.5}
+    assert values == {"reward/mean": pytest.approx(0.5), "time/step": pytest.approx(2.0), "answer_right": 0.5}
 
     out = capsys.readouterr().out
-    assert "step 2/4 | reward 0.500 | acc 0.500" in out and "ETA 0m04s" in out
+    assert "step 2/4 | reward 0.500 | right 0.500" in out and "ETA 0m04s" in out
 
 
 def test_resume_trims_metrics_beyond_the_checkpoint(tmp_path):
@@ -130,4 +130,4 @@ def test_tensorboard_holds_each_step_once_after_a_resume(tmp_path):
 
 def test_progress_line_with_missing_values():
     line = progress_line({"step": 3}, 10, 125)
-    assert line == "step 3/10 | reward - | acc - | kl - | s/step - | tok/s - | ETA 2m05s"
+    assert line == "step 3/10 | reward - | right - | kl - | s/step - | tok/s - | ETA 2m05s"
