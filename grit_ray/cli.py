@@ -7,6 +7,7 @@ configuration errors, 1 for bad data.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -249,9 +250,34 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.judge_model:
         overrides.append(f"reward.judge.model={args.judge_model}")
     cfg = load_config(args.config, overrides)
+    user_threads = any(o.split("=", 1)[0].strip() == "resources.threads_per_actor" for o in overrides)
+    cores = os.cpu_count() or 1
+    if args.workers > 1 and not cfg.resources.gpus_per_rollout_worker and not user_threads \
+            and cfg.resources.actor_threads * args.workers > cores:
+        # CPU engines decode at once: the config's threads per actor (2 in the default) on every engine
+        # oversubscribes the cores (measured 4x slower with 2 engines on 2 cores; docs/eval.md)
+        fair = max(1, cores // args.workers)
+        print(f"grit-ray: {args.workers} CPU engines on {cores} cores: {fair} thread(s) each "
+              f"(--set resources.threads_per_actor=N to choose)")
+        cfg = load_config(args.config, overrides + [f"resources.threads_per_actor={fair}"])
     if (problem := checkpoint_problem(args.model, cfg.model.family)) is not None:
         print(f"grit-ray: --model {args.model}: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    if (args.suite is None) == (args.data is None):
+        print("grit-ray: eval needs --data FILE[,FILE...] or --suite NAME (not both)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.suite is not None:
+        from grit_ray.config import load_suite
+        from grit_ray.evaluation.suite import SuiteOutputError, run_suite
+
+        suite = load_suite(args.suite)
+        try:
+            run_suite(cfg, suite, Path(args.data_root or suite.root), Path(args.out), resume=args.resume,
+                      max_rows=args.max_rows, chunk_rows=args.chunk_rows, report=not args.no_report)
+        except SuiteOutputError as e:
+            print(f"grit-ray: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        return 0
     data = [DataSource(path=p, images=args.images) for p in args.data.split(",") if p]
     if args.crossmodal and cfg.reward.judge.kind.value != "openai":
         print("grit-ray: --crossmodal needs a multimodal LLM judge (--judge openai)", file=sys.stderr)
@@ -401,7 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="greedy evaluation: per-dataset ACC/GIoU, results.jsonl, HTML report")
     _add_config_args(ev)
     ev.add_argument("--model", required=True, help="HF model directory (e.g. RUN_DIR/final_model)")
-    ev.add_argument("--data", required=True, help="FILE[,FILE...] of GRIT rows (JSONL or Parquet)")
+    ev.add_argument("--data", default=None, help="FILE[,FILE...] of GRIT rows (JSONL or Parquet)")
+    ev.add_argument("--suite", default=None, help="a benchmark suite instead: grit (the paper's Table 1, in the "
+                    "layout `grit-ray data fetch grit` writes) or a suite YAML (docs/eval.md)")
+    ev.add_argument("--data-root", default=None, help="with --suite: where its files are (default: the suite's root, "
+                    "GRIT_data)")
+    ev.add_argument("--resume", action="store_true", help="with --suite: keep the rows OUT already holds, go on")
+    ev.add_argument("--chunk-rows", type=int, default=64, help="with --suite: rows generated and written at a time")
     ev.add_argument("--out", required=True, help="output directory")
     ev.add_argument("--images", default=None, help="image folder for rows that name their image")
     ev.add_argument("--judge", choices=["rule", "openai"], default="rule")

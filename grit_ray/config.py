@@ -244,6 +244,45 @@ class DataConfig(Section):
         return self
 
 
+class SuiteMetric(str, enum.Enum):
+    ACC = "acc"  # the judge's mean raw score x 100
+    GIOU = "giou"  # the union-box IoU with the ground truth (docs/rewards.md)
+
+
+class BenchmarkSpec(Section):
+    """One benchmark of an evaluation suite: a file of GRIT rows and its image folder."""
+
+    name: str = Field(description="its column in the table (VSR, TallyQA, ...)")
+    file: str = Field(description="the rows, relative to the suite's root")
+    images: str = Field(description="the image folder, relative to the suite's root")
+    metrics: list[SuiteMetric] = Field(description="what its column reports")
+    judged: bool = Field(True, description="false: no judge is asked (OVDEval: grounding is the answer, and GRIT's "
+                         "judge reward for its rows is 0); the rule judge's free check stands in")
+    published: dict[str, dict[SuiteMetric, float]] = Field(
+        default_factory=dict, description="the paper's figures per model family (Table 1's GRIT rows)")
+
+
+class SuiteSpec(Section):
+    """An evaluation suite (``grit-ray eval --suite``): benchmarks under one data root."""
+
+    name: str
+    root: str = Field("GRIT_data", description="where the benchmarks' files and folders are")
+    benchmarks: list[BenchmarkSpec] = Field(min_length=1)
+
+
+def load_suite(name_or_path: str) -> SuiteSpec:
+    """A packaged suite by name (``grit``: the paper's Table 1) or a YAML file of the same shape."""
+    packaged = Path(__file__).parent / "configs" / "suites" / f"{name_or_path}.yaml"
+    path = packaged if packaged.is_file() else Path(name_or_path)
+    if not path.is_file():
+        known = sorted(p.stem for p in packaged.parent.glob("*.yaml"))
+        raise ConfigError([f"--suite {name_or_path}: neither a packaged suite ({', '.join(known)}) nor a YAML file"])
+    try:
+        return SuiteSpec.model_validate(read_yaml(path))
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e), source=str(path)) from None
+
+
 class PromptTemplate(str, enum.Enum):
     GRIT = "grit"
     DIRECT = "direct"

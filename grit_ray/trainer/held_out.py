@@ -20,15 +20,18 @@ from grit_ray.workers.rollout import PromptRequest, RolloutPool, SampledCompleti
 def greedy_scored(cfg: GritConfig, rollout: RolloutPool, rewards: RewardPool, rows: list[Row],
                   weights_version: int | None = None) -> tuple[list[SampledCompletion], list[ScoredCompletion]]:
     """One greedy completion per row and its score, both in row order (not arrival order), so the
-    result does not depend on how many workers ran or how requests were batched."""
+    result does not depend on how many workers ran or how requests were batched. Each completion
+    goes to the reward actors as it arrives, so judge calls overlap the generation of the rest."""
     requests = [PromptRequest(row=row, group_id=g, n=1) for g, row in enumerate(rows)]
-    done = {s.group_id: s for s in rollout.stream(requests, greedy=True)}
-    if weights_version is not None:
-        for s in done.values():
+    done, items, refs = {}, {}, {}
+    for s in rollout.stream(requests, greedy=True):
+        if weights_version is not None:
             check_weights_version(s, weights_version)
-    samples = [done[g] for g in range(len(rows))]
-    scored = rewards.score([reward_item(s, rows[g], cfg) for g, s in enumerate(samples)])
-    return samples, scored
+        done[s.group_id] = s
+        items[s.group_id] = reward_item(s, rows[s.group_id], cfg)
+        refs[s.group_id] = rewards.submit(items[s.group_id])
+    order = range(len(rows))
+    return [done[g] for g in order], rewards.collect([items[g] for g in order], [refs[g] for g in order])
 
 
 def evaluate(cfg: GritConfig, rollout: RolloutPool, rewards: RewardPool, rows: list[Row],
