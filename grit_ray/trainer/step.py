@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -24,6 +24,9 @@ from grit_ray.data.rows import Row
 from grit_ray.judge.scoring import RewardItem, ScoredCompletion
 from grit_ray.workers.reward import RewardPool, StepRewards
 from grit_ray.workers.rollout import PromptRequest, RolloutPool, SampledCompletion
+
+if TYPE_CHECKING:
+    from grit_ray.workers.learner_group import StartedStep
 
 
 class StaleWeightsError(RuntimeError):
@@ -123,7 +126,7 @@ class PendingUpdate:
     """A learner step in flight (``refs`` None: nothing to train, every group was dropped)."""
 
     experience: Experience
-    refs: list | None
+    refs: StartedStep | None
     started: float
 
 
@@ -264,6 +267,7 @@ class TrainingStep:
             return m
         stats = self.learners.finish_train_step(pending.refs)
         m.update(stats.metrics())
+        m.update({f"learner/{k}": v for k, v in pending.refs.tokens.items()})
         m["time/learner"] = time.perf_counter() - pending.started
         synced = self.sync.sync(version=pending.experience.step)
         m.update({"time/sync": synced["sync_s"], "sync/gb_per_s": synced["sync_gb_per_s"],

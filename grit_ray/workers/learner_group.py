@@ -6,13 +6,14 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
 
 from grit_ray.algo.experience import TrainSample, totals_of
-from grit_ray.algo.micro_batching import plan_micro_batches
+from grit_ray.algo.micro_batching import padding_report, plan_micro_batches
 from grit_ray.algo.stats import LearnerStats
 from grit_ray.config import GritConfig
 from grit_ray.workers.faults import get_all
@@ -89,6 +90,15 @@ class LearnerActor:
         return self.learner.load_checkpoint(ckpt_dir)
 
 
+@dataclass
+class StartedStep:
+    """An optimizer step in flight: the ranks' answers, and the plan's real and computed tokens
+    (``algo.micro_batching.padding_report``), logged as ``learner/*`` beside the step's statistics."""
+
+    refs: list
+    tokens: dict[str, float]
+
+
 class LearnerGroup:
     """Driver-side handle on N learner actors (data parallel)."""
 
@@ -132,7 +142,7 @@ class LearnerGroup:
     def _all(self, method: str, *args) -> list[Any]:
         return self._get(self.each_rank(method, *args), method)
 
-    def start_train_step(self, samples: list[TrainSample]) -> list:
+    def start_train_step(self, samples: list[TrainSample]) -> StartedStep:
         """Start one optimizer step over the whole batch (advantages already set) and return at
         once: the driver generates the next batch meanwhile (one-step-off). ``finish_train_step``
         waits for it."""
@@ -140,10 +150,11 @@ class LearnerGroup:
         lc = self.cfg.learner
         plan = plan_micro_batches(samples, self.size, lc.micro_batch_size, lc.max_tokens_per_micro_batch)
         with self.issuing:
-            return [a.train_step.remote(rank_plan, totals) for a, rank_plan in zip(self.actors, plan)]
+            refs = [a.train_step.remote(rank_plan, totals) for a, rank_plan in zip(self.actors, plan)]
+        return StartedStep(refs, padding_report(plan))
 
-    def finish_train_step(self, pending: list) -> LearnerStats:
-        return LearnerStats.reduce(self._get(pending, "learner step"))
+    def finish_train_step(self, started: StartedStep) -> LearnerStats:
+        return LearnerStats.reduce(self._get(started.refs, "learner step"))
 
     def train_step(self, samples: list[TrainSample]) -> LearnerStats:
         """One optimizer step over the whole batch; advantages must already be set."""

@@ -31,6 +31,7 @@ def test_eval_outputs_and_worker_count_independence(tiny_model_dir, synth_jsonl,
     assert summary["all"]["n"] == 8 and set(summary) >= {"all"} and summary["all"]["judge_failures"] == 0
     assert "| dataset | n | ACC | GIoU |" in (tmp_path / "one" / "summary.md").read_text()
     assert "dataset" in printed and "all" in printed
+    assert json.loads((tmp_path / "one" / "judge_report.json").read_text())["judge"] == "rule"
     report = (tmp_path / "one" / "report.html").read_text()
     assert report.count('<div class="card') == 8
     for r in one:

@@ -3,6 +3,8 @@ tiny model, synthetic data), each run in its own process as a user would start i
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.cli_runs import metrics as _metrics
@@ -27,11 +29,17 @@ def test_default_config_runs_the_grit_reward_stack_and_honours_the_cli_contract(
     for r in rows[1:]:
         for key in ("reward/mean", "reward/std", "time/step", "time/generation", "time/reward_tail",
                     "time/learner", "time/sync", "train/kl", "train/loss", "train/entropy", "completion/len_mean",
-                    "groups/zero_signal", "throughput/tokens_per_s", "reward/think_rethink_format", "answer_right"):
+                    "groups/zero_signal", "throughput/tokens_per_s", "reward/think_rethink_format", "answer_right",
+                    "learner/real_tokens", "learner/computed_tokens"):
             assert key in r, key
+        assert r["learner/computed_tokens"] >= r["learner/real_tokens"] > 0
+        assert r["learner/computed_per_real"] == pytest.approx(r["learner/computed_tokens"] / r["learner/real_tokens"])
         assert r["time/step"] > 0 and r["train/entropy"] > 0
     assert "eval @ step 0: accuracy" in proc.stdout and "eval @ step 3: accuracy" in proc.stdout
     assert "step 3/3" in proc.stdout and "ETA" in proc.stdout  # the live progress line
+    report = json.loads((run / "judge_report.json").read_text())
+    assert report == {"judge": "rule", "model": None, "requests": 0, "attempts": 0}
+    assert "judge rule: no calls" in proc.stdout
     assert list((run / "tb").glob("events.out.tfevents.*"))
     assert (run / "checkpoints" / "step-000003" / "driver.json").exists()
     AutoModelForImageTextToText.from_pretrained(run / "final_model")
