@@ -279,7 +279,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         return 0
     data = [DataSource(path=p, images=args.images) for p in args.data.split(",") if p]
-    if args.crossmodal and cfg.reward.judge.kind.value != "openai":
+    if args.crossmodal and not cfg.reward.judge.kind.is_llm:
         print("grit-ray: --crossmodal needs a multimodal LLM judge (--judge openai)", file=sys.stderr)
         return EXIT_USAGE
     run_eval(cfg, data, Path(args.out), max_rows=args.max_rows, report=not args.no_report,
@@ -436,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--chunk-rows", type=int, default=64, help="with --suite: rows generated and written at a time")
     ev.add_argument("--out", required=True, help="output directory")
     ev.add_argument("--images", default=None, help="image folder for rows that name their image")
-    ev.add_argument("--judge", choices=["rule", "openai"], default="rule")
+    ev.add_argument("--judge", choices=[k.value for k in JudgeKind], default="rule",
+                    help="azure-openai: its settings with --set reward.judge.azure_endpoint=... (docs/reward_service.md)")
     ev.add_argument("--judge-base-url", default=None)
     ev.add_argument("--judge-model", default=None)
     ev.add_argument("--prompt", choices=[t.value for t in PromptTemplate], default="grit",
