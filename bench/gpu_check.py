@@ -31,6 +31,7 @@ import argparse
 import json
 import math
 import os
+import pickle
 import platform
 import sys
 import tempfile
@@ -322,26 +323,31 @@ def check_generation(s: Setting, family: ModelFamily, figures: dict[str, Any]) -
 
 
 def _ipc_receiver(inbox, outbox) -> None:
-    """The second process: applies a bucket only when its version is newer, and reports checksums
-    of the tensors it reads in place from the handed-over buffer."""
-    from grit_ray.workers.weight_sync import unpack
+    """The second process, as vLLM's worker under ``rollout.engine_process: separate``: opens the
+    pickled ``SharedBucket`` handles (CUDA IPC on a GPU, shared-memory files on CPU) with
+    ``open_shared``, applies a version only when it is newer, and reports checksums of the tensors
+    it reads in place."""
+    from grit_ray.workers.weight_sync import open_shared
 
     version_now = 0
     while (msg := inbox.get()) is not None:
-        version, bucket, flat = msg
+        version, pickled = msg
+        handles = pickle.loads(pickled)
         if version <= version_now:
-            outbox.put((version, "stale", {}, str(flat.device)))
+            outbox.put((version, "stale", {}, ""))
             continue
-        sums = {name: float(t.double().sum()) for name, t in unpack(flat, bucket)}
+        sums, where = {}, ""
+        for h in handles:
+            for name, t in open_shared(h):
+                sums[name], where = float(t.double().sum()), str(t.device)
         version_now = version
-        outbox.put((version, "applied", sums, str(flat.device)))
-        del flat
+        outbox.put((version, "applied", sums, where))
 
 
 def check_ipc(s: Setting, bucket_mb: float, figures: dict[str, Any]) -> None:
     import torch.multiprocessing as mp
 
-    from grit_ray.workers.weight_sync import TensorMeta, pack_into, plan_buckets
+    from grit_ray.workers.weight_sync import SharedBuckets, TensorMeta, plan_buckets
 
     side = int(math.sqrt(bucket_mb * 2**20 / 6))  # one fp32 and one bf16 square fill the bucket
     shapes = {"a.weight": ((side, side), torch.float32), "b.weight": ((side, side), torch.bfloat16),
@@ -359,15 +365,15 @@ def check_ipc(s: Setting, bucket_mb: float, figures: dict[str, Any]) -> None:
             tensors = [(torch.randn(shape, generator=g) * 3).to(dt) if dt.is_floating_point
                        else torch.randint(0, 100, shape, generator=g) for shape, dt in shapes.values()]
             tensors = [t.to(s.device) for t in tensors]
-            flat = pack_into(tensors, bucket, s.device)
             want = {n: float(t.double().sum()) for n, t in zip(shapes, tensors)}
             _sync(s.device)
             started = time.perf_counter()
-            inbox.put((version, bucket, flat))
-            got_version, state, sums, where = outbox.get(timeout=120)  # the sender keeps flat alive until here
+            shared = SharedBuckets(bucket_mb * 4)  # the rollout actor's side of the worker extension
+            inbox.put((version, pickle.dumps(shared.share(zip(shapes, tensors)))))
+            got_version, state, sums, where = outbox.get(timeout=120)  # the buckets live until the answer
+            shared.release()
             handoff.append(time.perf_counter() - started)
-            results.append((version, got_version, state, where, want, sums))
-            del flat
+            results.append((version, got_version, state, where or s.device, want, sums))
         inbox.put(None)
         child.join(timeout=30)
     finally:

@@ -308,6 +308,15 @@ class RolloutBackend(str, enum.Enum):
     HF = "hf"
 
 
+class EngineProcess(str, enum.Enum):
+    # the engine core runs in the rollout actor's process: weights load straight into its model runner
+    IN_ACTOR = "in-actor"
+    # vLLM's multiprocessing engine core (and, with tensor parallelism, one worker process per rank):
+    # weights reach every worker through the project's worker extension, buckets in shared memory
+    # (CPU) or as CUDA IPC handles, called by name with collective_rpc (docs/rollout.md)
+    SEPARATE = "separate"
+
+
 class RolloutConfig(Section):
     """Generation of completion groups by the rollout workers."""
 
@@ -322,11 +331,25 @@ class RolloutConfig(Section):
     enforce_eager: bool = Field(False, description="skip CUDA-graph/compile capture; true on CPU")
     gpu_memory_utilization: float = Field(0.6, gt=0.0, le=1.0, description="vLLM's share of GPU memory")
     cpu_kv_cache_gib: int = Field(1, gt=0, description="VLLM_CPU_KVCACHE_SPACE on CPU builds")
+    engine_process: EngineProcess = Field(
+        EngineProcess.IN_ACTOR, description="in-actor: vLLM's engine core inside the rollout actor; separate: vLLM's "
+        "multiprocessing engine (needed for tensor_parallel_size > 1), weights loaded by the worker extension")
+    tensor_parallel_size: int = Field(1, gt=0, description="vLLM tensor-parallel ranks per engine (separate engine "
+                                      "process only)")
     seed: int = Field(0, description="engine sampling seed")
     hf_batch_size: int = Field(
         32, gt=0, description="hf backend: sequences per generate call (prompts left-padded, each repeated for its "
         "completions); completions stream back as each call finishes"
     )
+
+    @model_validator(mode="after")
+    def _engine_process(self) -> RolloutConfig:
+        if self.tensor_parallel_size > 1 and self.engine_process is not EngineProcess.SEPARATE:
+            raise ValueError(f"tensor_parallel_size {self.tensor_parallel_size} needs engine_process: separate (its ranks "
+                             "are worker processes, which only the worker extension reaches)")
+        if self.engine_process is EngineProcess.SEPARATE and self.backend is not RolloutBackend.VLLM:
+            raise ValueError("engine_process: separate is vLLM's multiprocessing engine; the hf backend runs in the actor")
+        return self
 
 
 class JudgeKind(str, enum.Enum):

@@ -48,17 +48,42 @@ def resolve_comm_backend(backend: CommBackend, device: str) -> str:
     return backend.value
 
 
-# What the design depends on, set over whatever the environment says: the engine core runs inside
-# the rollout actor, so that the actor reaches the model runner for weight loads. A cluster that
-# exports VLLM_ENABLE_V1_MULTIPROCESSING=1 would otherwise start the engine in a child process and
-# break the first weight sync.
+# What the design depends on, set over whatever the environment says. rollout.engine_process
+# in-actor: the engine core runs inside the rollout actor, which loads weights straight into its
+# model runner; a cluster exporting VLLM_ENABLE_V1_MULTIPROCESSING=1 would otherwise start the
+# engine in a child process and break the first weight sync. separate: vLLM's multiprocessing
+# engine, reached through the worker extension.
 VLLM_REQUIRED_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+VLLM_SEPARATE_ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
 
 
-def vllm_env(device: str, cpu_kv_cache_gib: int) -> dict[str, str]:
+def vllm_env(device: str, cpu_kv_cache_gib: int, tensor_parallel_size: int = 1) -> dict[str, str]:
     """Defaults a vLLM engine process needs (an explicit value in the environment wins); what it
-    cannot run without is ``VLLM_REQUIRED_ENV``."""
-    return {"VLLM_CPU_KVCACHE_SPACE": str(cpu_kv_cache_gib)} if device == "cpu" else {}
+    cannot run without is ``VLLM_REQUIRED_ENV``. On CPU, tensor-parallel ranks get the process's
+    cores split between them: vllm-cpu binds each rank to a NUMA node of its own and refuses more
+    ranks than nodes unless told which cores each may use (VLLM_CPU_OMP_THREADS_BIND)."""
+    if device != "cpu":
+        return {}
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(cpu_kv_cache_gib)}
+    if tensor_parallel_size > 1:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_rank_binding(sorted(os.sched_getaffinity(0)), tensor_parallel_size)
+    return env
+
+
+def cpu_rank_binding(cpus: list[int], ranks: int) -> str:
+    """VLLM_CPU_OMP_THREADS_BIND for ``ranks`` tensor-parallel ranks: the cores in contiguous,
+    disjoint groups ("0-3|4-7"), a core each at least (ranks beyond the cores share them in turn)."""
+    if len(cpus) < ranks:
+        return "|".join(str(cpus[r % len(cpus)]) for r in range(ranks))
+    per, extra = divmod(len(cpus), ranks)
+    groups, at = [], 0
+    for r in range(ranks):
+        n = per + (r < extra)
+        group = cpus[at:at + n]
+        at += n
+        contiguous = group == list(range(group[0], group[-1] + 1))
+        groups.append(f"{group[0]}-{group[-1]}" if contiguous and n > 1 else ",".join(map(str, group)))
+    return "|".join(groups)
 
 
 def deepspeed_env(device: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ their streams.
 from __future__ import annotations
 
 import abc
+import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -23,7 +24,7 @@ from typing import Any
 
 import torch
 
-from grit_ray.config import GritConfig, RolloutBackend
+from grit_ray.config import EngineProcess, GritConfig, RolloutBackend
 from grit_ray.data.rows import DataError, Row
 from grit_ray.grit.prompts import chat_messages
 from grit_ray.models import adapter_for, max_prompt_tokens
@@ -31,6 +32,7 @@ from grit_ray.models.shape import ties_word_embeddings
 from grit_ray.workers.faults import FaultLog, Incarnations, wait_until_alive
 from grit_ray.workers.hardware import (
     VLLM_REQUIRED_ENV,
+    VLLM_SEPARATE_ENGINE_ENV,
     apply_env,
     limit_threads,
     require_env,
@@ -39,6 +41,10 @@ from grit_ray.workers.hardware import (
     socket_env,
     vllm_env,
 )
+from grit_ray.workers.weight_sync import SharedBuckets
+
+# vLLM's worker_extension_cls: the weight loader inside its worker processes (engine_process: separate)
+EXTENSION = "grit_ray.workers.vllm_extension.WeightLoadExtension"
 
 
 @dataclass
@@ -155,12 +161,13 @@ class VLLMGenerator(Generator):
 
     def __init__(self, cfg: GritConfig, model_path: str):
         super().__init__(cfg, model_path)
-        apply_env(vllm_env(self.device, cfg.rollout.cpu_kv_cache_gib))
-        for line in require_env(VLLM_REQUIRED_ENV):
+        apply_env(vllm_env(self.device, cfg.rollout.cpu_kv_cache_gib, cfg.rollout.tensor_parallel_size))
+        ro = cfg.rollout
+        self.separate = ro.engine_process is EngineProcess.SEPARATE
+        for line in require_env(VLLM_SEPARATE_ENGINE_ENV if self.separate else VLLM_REQUIRED_ENV):
             print(f"[grit-ray] rollout worker: {line}", flush=True)
         from vllm import LLM
 
-        ro = cfg.rollout
         if self.device == "cuda":
             kwargs = {"gpu_memory_utilization": ro.gpu_memory_utilization}
         else:
@@ -179,6 +186,8 @@ class VLLMGenerator(Generator):
             seed=ro.seed,
             trust_remote_code=cfg.model.trust_remote_code,
             logprobs_mode="processed_logprobs" if self.tempered_logprobs else "raw_logprobs",
+            tensor_parallel_size=ro.tensor_parallel_size,
+            worker_extension_cls=EXTENSION,
             **kwargs,
         )
         self.engine = self.llm.llm_engine
@@ -244,19 +253,29 @@ class VLLMGenerator(Generator):
                 self.engine.abort_request(list(pending))
 
     def load_weights(self, named_tensors):
-        counted = _Counted(named_tensors)
+        if self.separate:  # vLLM's worker processes: buckets in shared memory, opened by each worker
+            shared = SharedBuckets(self.cfg.weight_sync.bucket_mb)
+            try:
+                handles = pickle.dumps(shared.share(named_tensors))
+                loaded = self.llm.collective_rpc("grit_load_shared", args=(handles,))
+            finally:
+                shared.release()
+            count = loaded[0]
+        else:
+            counted = _Counted(named_tensors)
 
-        def reload(worker):
-            worker.model_runner.reload_weights(weights_iterator=iter(counted), is_checkpoint_format=True)
-            retie_lm_head(worker.model_runner.get_model(), worker.model_runner.model_config.hf_config)
+            def reload(worker):
+                worker.model_runner.reload_weights(weights_iterator=iter(counted), is_checkpoint_format=True)
+                retie_lm_head(worker.model_runner.get_model(), worker.model_runner.model_config.hf_config)
 
-        self.llm.collective_rpc(reload)  # in-process engine core: the iterator is consumed right here
+            self.llm.collective_rpc(reload)  # in-process engine core: the iterator is consumed right here
+            count = counted.count
         # Cached KV and vision embeddings were computed with the old weights. The runner clears its
         # own encoder cache on reload; the scheduler's bookkeeping of it must be cleared too, or
         # the next image prompt fails with "Encoder cache miss".
         self.engine.reset_encoder_cache()
         self.llm.reset_prefix_cache()
-        return counted.count
+        return count
 
 
 def retie_lm_head(model, hf_config) -> bool:

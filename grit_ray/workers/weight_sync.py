@@ -17,6 +17,8 @@ Frozen parameters (a frozen vision tower) are not in the plan: the engines loade
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -99,6 +101,88 @@ def unpack(flat: torch.Tensor, bucket: Bucket) -> Iterator[tuple[str, torch.Tens
     """Views into ``flat`` (no copies), one per tensor of the bucket."""
     for m, offset in zip(bucket.tensors, bucket.offsets):
         yield m.name, flat[offset:offset + m.nbytes].view(_DTYPES[m.dtype]).reshape(m.shape)
+
+
+@dataclass(frozen=True)
+class SharedBucket:
+    """A bucket handed to another process of the same host without passing its bytes through a
+    socket: a file in shared memory (``/dev/shm``, CPU) that the receiver maps, or a CUDA IPC handle
+    (torch's multiprocessing reductions: the receiver opens the sender's device memory in place).
+    How the rollout actor hands weights to vLLM's worker processes (``rollout.engine_process:
+    separate``)."""
+
+    bucket: Bucket
+    path: str | None = None
+    cuda_ipc: tuple | None = None  # (rebuild function, its arguments): picklable, opened once per receiver
+
+
+def shm_dir() -> str:
+    import tempfile
+
+    return "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+
+
+class SharedBuckets:
+    """The sender's side: packs (name, tensor) pairs as they come into buckets of about ``bucket_mb``
+    and shares each; the files (or device buffers) live until ``release``, after the receivers have
+    loaded them."""
+
+    def __init__(self, bucket_mb: float):
+        self.limit = bucket_mb * 2**20
+        self.handles: list[SharedBucket] = []
+        self._keep: list[torch.Tensor] = []  # device buffers the IPC handles point at
+
+    def share(self, named: Iterable[tuple[str, torch.Tensor]]) -> list[SharedBucket]:
+        pending: list[tuple[TensorMeta, torch.Tensor]] = []
+        size = 0
+        for name, t in named:
+            meta = TensorMeta(name, tuple(t.shape), str(t.dtype))
+            if pending and size + _aligned(meta.nbytes) > self.limit:
+                self._share(pending)
+                pending, size = [], 0
+            pending.append((meta, t))
+            size += _aligned(meta.nbytes)
+        if pending:
+            self._share(pending)
+        return self.handles
+
+    def _share(self, items: list[tuple[TensorMeta, torch.Tensor]]) -> None:
+        bucket = Bucket(tuple(m for m, _ in items))
+        device = items[0][1].device
+        if device.type == "cuda":
+            from torch.multiprocessing.reductions import reduce_tensor
+
+            flat = pack_into([t for _, t in items], bucket, str(device))
+            self._keep.append(flat)
+            self.handles.append(SharedBucket(bucket, cuda_ipc=reduce_tensor(flat)))
+            return
+        import tempfile
+
+        fd, path = tempfile.mkstemp(prefix="grit-ray-bucket-", dir=shm_dir())
+        os.close(fd)
+        self.handles.append(SharedBucket(bucket, path=path))  # listed first: release removes it whatever happens
+        flat = torch.from_file(path, shared=True, size=bucket.nbytes, dtype=torch.uint8)
+        for (_, target), (_, t) in zip(unpack(flat, bucket), items):
+            target.copy_(t.detach())
+
+    def release(self) -> None:
+        for h in self.handles:
+            if h.path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(h.path)
+        self._keep, self.handles = [], []
+
+
+def open_shared(handle: SharedBucket) -> Iterator[tuple[str, torch.Tensor]]:
+    """The receiver's side: the bucket's tensors, views of the sender's memory (valid until its
+    ``release``: load them before answering)."""
+    if handle.cuda_ipc is not None:
+        rebuild, args = handle.cuda_ipc
+        flat = rebuild(*args)
+    else:
+        assert handle.path is not None
+        flat = torch.from_file(handle.path, shared=False, size=handle.bucket.nbytes, dtype=torch.uint8)
+    yield from unpack(flat, handle.bucket)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ import os
 
 import psutil
 
-from grit_ray.workers.hardware import VLLM_REQUIRED_ENV, apply_env, require_env, socket_env, vllm_env
+from grit_ray.workers.hardware import VLLM_REQUIRED_ENV, apply_env, cpu_rank_binding, require_env, socket_env, vllm_env
 
 
 def test_an_exported_multiprocessing_flag_is_overridden_and_said(monkeypatch):
@@ -42,3 +42,11 @@ def test_the_cuda_index_is_the_actors_own_gpu_whether_or_not_ray_narrowed_visibi
     assert cuda_device_index([5], "0,1,2,3,4,5,6,7") == 5
     assert cuda_device_index([5], "7, 5") == 1  # a user's own ordering
     assert cuda_device_index([], None) == 0  # no Ray GPUs (outside Ray): the first visible device
+
+
+def test_cpu_tensor_parallel_ranks_get_disjoint_cores():
+    assert cpu_rank_binding([0, 1], 2) == "0|1"
+    assert cpu_rank_binding(list(range(8)), 2) == "0-3|4-7"
+    assert cpu_rank_binding([0, 1, 2, 5, 6, 7, 8], 2) == "0,1,2,5|6-8"  # gaps spelled out, the extra core first
+    assert cpu_rank_binding([3], 2) == "3|3"
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in vllm_env("cpu", 1, 1) and vllm_env("cuda", 1, 2) == {}

