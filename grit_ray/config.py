@@ -570,13 +570,17 @@ class LearnerConfig(Section):
 class SyncTransport(str, enum.Enum):
     BROADCAST = "broadcast"  # torch.distributed group of learner rank 0 + rollout workers
     OBJECT_STORE = "object_store"  # Ray object store
+    # learner rank 0 and the engines on one host (colocated): buckets shared in place, CUDA IPC
+    # handles on a GPU, /dev/shm files on CPU (docs/rollout.md)
+    IPC = "ipc"
 
 
 class WeightSyncConfig(Section):
     """How updated weights reach the rollout workers after every step."""
 
     transport: SyncTransport = Field(
-        SyncTransport.BROADCAST, description="broadcast: collective over gloo/nccl; object_store: Ray objects"
+        SyncTransport.BROADCAST, description="broadcast: collective over gloo/nccl; object_store: Ray objects; ipc: "
+        "learner rank 0 and the engines on one host share buckets in place (CUDA IPC handles, /dev/shm files)"
     )
     bucket_mb: float = Field(512, gt=0, description="bucket size (MiB) for gathered parameters")
     timeout_s: float = Field(600.0, gt=0, description="a sync-group member that does not answer in time fails the sync")

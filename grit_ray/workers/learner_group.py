@@ -19,7 +19,7 @@ from grit_ray.config import GritConfig
 from grit_ray.workers.faults import get_all
 from grit_ray.workers.hardware import apply_env, socket_env
 from grit_ray.workers.learner import PolicyLearner
-from grit_ray.workers.weight_sync import Bucket, ChannelSpec, WeightSender
+from grit_ray.workers.weight_sync import Bucket, ChannelSpec, SharedBuckets, WeightSender
 
 
 class LearnerActor:
@@ -68,6 +68,23 @@ class LearnerActor:
             return {"refs": [], "send_s": time.perf_counter() - started}
         refs = self.sender.send(flats)
         return {"refs": refs, "send_s": time.perf_counter() - started}
+
+    def share_weights(self) -> list:
+        """The ipc transport: each bucket gathered (every rank takes part) and shared on this host by
+        rank 0, packed on the learner's device: a GPU buffer by its CUDA IPC handle, a CPU one as a
+        /dev/shm file. The buffers live until ``release_shared``, after the engines loaded them."""
+        flats = self.learner.packed_buckets(self.sync_plan, self.learner.device)
+        if self.learner.rank != 0:
+            for _ in flats:
+                pass
+            return []
+        self.shared = SharedBuckets(0)
+        return self.shared.share_packed(flats, self.sync_plan)
+
+    def release_shared(self) -> None:
+        if getattr(self, "shared", None) is not None:
+            self.shared.release()
+            self.shared = None
 
     def put_weights(self) -> list:
         """The object-store path whatever the transport: each bucket gathered (every rank takes

@@ -41,7 +41,7 @@ from grit_ray.workers.hardware import (
     socket_env,
     vllm_env,
 )
-from grit_ray.workers.weight_sync import SharedBuckets
+from grit_ray.workers.weight_sync import SharedBucket, SharedBuckets, open_shared
 
 # vLLM's worker_extension_cls: the weight loader inside its worker processes (engine_process: separate)
 EXTENSION = "grit_ray.workers.vllm_extension.WeightLoadExtension"
@@ -151,6 +151,10 @@ class Generator(abc.ABC):
                greedy: bool = False) -> Iterator[tuple[PromptRequest, int, str, Completion]]:
         """(request, index in group, prompt text, completion) as each completion finishes."""
 
+    def load_shared(self, handles: list[SharedBucket]) -> int:
+        """Load buckets another process of this host shared (the ipc transport); returns the count."""
+        return self.load_weights(item for h in handles for item in open_shared(h))
+
     @abc.abstractmethod
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
         """Load (possibly partial) HF-named weights; returns how many tensors were loaded."""
@@ -253,29 +257,36 @@ class VLLMGenerator(Generator):
                 self.engine.abort_request(list(pending))
 
     def load_weights(self, named_tensors):
-        if self.separate:  # vLLM's worker processes: buckets in shared memory, opened by each worker
+        if self.separate:  # vLLM's worker processes: buckets shared on this host, opened by each worker
             shared = SharedBuckets(self.cfg.weight_sync.bucket_mb)
             try:
-                handles = pickle.dumps(shared.share(named_tensors))
-                loaded = self.llm.collective_rpc("grit_load_shared", args=(handles,))
+                return self.load_shared(shared.share(named_tensors))
             finally:
                 shared.release()
-            count = loaded[0]
-        else:
-            counted = _Counted(named_tensors)
+        counted = _Counted(named_tensors)
 
-            def reload(worker):
-                worker.model_runner.reload_weights(weights_iterator=iter(counted), is_checkpoint_format=True)
-                retie_lm_head(worker.model_runner.get_model(), worker.model_runner.model_config.hf_config)
+        def reload(worker):
+            worker.model_runner.reload_weights(weights_iterator=iter(counted), is_checkpoint_format=True)
+            retie_lm_head(worker.model_runner.get_model(), worker.model_runner.model_config.hf_config)
 
-            self.llm.collective_rpc(reload)  # in-process engine core: the iterator is consumed right here
-            count = counted.count
-        # Cached KV and vision embeddings were computed with the old weights. The runner clears its
-        # own encoder cache on reload; the scheduler's bookkeeping of it must be cleared too, or
-        # the next image prompt fails with "Encoder cache miss".
+        self.llm.collective_rpc(reload)  # in-process engine core: the iterator is consumed right here
+        self._after_reload()
+        return counted.count
+
+    def load_shared(self, handles: list[SharedBucket]) -> int:
+        if not self.separate:
+            return super().load_shared(handles)  # through load_weights, in this process
+        # by name, the handles pickled: vLLM's RPC encoding would turn the dataclasses into dicts
+        loaded = self.llm.collective_rpc("grit_load_shared", args=(pickle.dumps(handles),))
+        self._after_reload()
+        return loaded[0]
+
+    def _after_reload(self) -> None:
+        """Cached KV and vision embeddings were computed with the old weights. The runner clears its
+        own encoder cache on reload; the scheduler's bookkeeping of it must be cleared too, or the
+        next image prompt fails with "Encoder cache miss"."""
         self.engine.reset_encoder_cache()
         self.llm.reset_prefix_cache()
-        return count
 
 
 def retie_lm_head(model, hf_config) -> bool:
@@ -459,6 +470,18 @@ class RolloutWorker:
 
     def receive_weights_from_refs(self, refs: list, version: int) -> dict[str, float]:
         return self._load(self.sync.receive_refs(refs), version)
+
+    def receive_weights_shared(self, handles: list[SharedBucket], version: int) -> dict[str, float]:
+        """The ipc transport: buckets learner rank 0 shared on this host, loaded in place."""
+        started = time.perf_counter()
+        loaded = self.generator.load_shared(handles)
+        self.weights_version = version
+        return {"loaded_tensors": loaded, "sync_s": time.perf_counter() - started}
+
+    def node_address(self) -> str:
+        import ray
+
+        return ray.util.get_node_ip_address()
 
 
 class RolloutPool:

@@ -11,6 +11,9 @@ Transports (``weight_sync.transport``):
 - ``broadcast``: a process group of its own (TCP store + gloo or nccl) made of learner rank 0 and
   every rollout worker; rank 0 broadcasts each bucket. Works across nodes; nccl on GPUs.
 - ``object_store``: learner rank 0 puts each bucket into Ray's object store; workers fetch them.
+- ``ipc``: learner rank 0 and the engines on one host (colocated): rank 0 shares each packed bucket
+  in place (``SharedBuckets``: a CUDA IPC handle on a GPU, a /dev/shm file on CPU) and the engines
+  open it, in the rollout actor or inside vLLM's worker processes (``vllm_extension``).
 
 Frozen parameters (a frozen vision tower) are not in the plan: the engines loaded them at start.
 """
@@ -146,6 +149,28 @@ class SharedBuckets:
             self._share(pending)
         return self.handles
 
+    def share_packed(self, flats: Iterable[torch.Tensor], plan: list[Bucket]) -> list[SharedBucket]:
+        """Buckets already packed by the plan (the learner's gathered buffers), shared as they are:
+        a CUDA buffer by its IPC handle (kept alive here), a CPU one written to a file."""
+        for flat, bucket in zip(flats, plan):
+            if flat.device.type == "cuda":
+                from torch.multiprocessing.reductions import reduce_tensor
+
+                self._keep.append(flat)
+                self.handles.append(SharedBucket(bucket, cuda_ipc=reduce_tensor(flat)))
+            else:
+                target = self._file(bucket)
+                target.copy_(flat)
+        return self.handles
+
+    def _file(self, bucket: Bucket) -> torch.Tensor:  # (bucket bytes,) uint8, mapped from a new /dev/shm file
+        import tempfile
+
+        fd, path = tempfile.mkstemp(prefix="grit-ray-bucket-", dir=shm_dir())
+        os.close(fd)
+        self.handles.append(SharedBucket(bucket, path=path))  # listed first: release removes it whatever happens
+        return torch.from_file(path, shared=True, size=bucket.nbytes, dtype=torch.uint8)
+
     def _share(self, items: list[tuple[TensorMeta, torch.Tensor]]) -> None:
         bucket = Bucket(tuple(m for m, _ in items))
         device = items[0][1].device
@@ -156,12 +181,7 @@ class SharedBuckets:
             self._keep.append(flat)
             self.handles.append(SharedBucket(bucket, cuda_ipc=reduce_tensor(flat)))
             return
-        import tempfile
-
-        fd, path = tempfile.mkstemp(prefix="grit-ray-bucket-", dir=shm_dir())
-        os.close(fd)
-        self.handles.append(SharedBucket(bucket, path=path))  # listed first: release removes it whatever happens
-        flat = torch.from_file(path, shared=True, size=bucket.nbytes, dtype=torch.uint8)
+        flat = self._file(bucket)
         for (_, target), (_, t) in zip(unpack(flat, bucket), items):
             target.copy_(t.detach())
 
@@ -324,6 +344,7 @@ class WeightSync:
         ws = cfg.weight_sync
         self.cfg, self.learners, self.rollout = cfg, learners, rollout
         self.broadcast = ws.transport is SyncTransport.BROADCAST
+        self.ipc = ws.transport is SyncTransport.IPC
         self.timeout_s = ws.timeout_s
         self.plan: list[Bucket] = ray.get(learners.actors[0].weight_plan.remote(ws.bucket_mb, True))
         self.nbytes = sum(b.nbytes for b in self.plan)
@@ -338,6 +359,15 @@ class WeightSync:
         n = 1 + len(self.rollout.workers)
         specs: list[ChannelSpec | None] = [None] * n
         self.address = "object store"
+        if self.ipc:  # shared in place: every engine must be on learner rank 0's host
+            host = ray.get(self.learners.actors[0].rendezvous_address.remote())[0]
+            nodes = get_all([w.node_address.remote() for w in self.rollout.workers], self.rollout.names,
+                            self.timeout_s, "weight sync set-up")
+            away = [f"{name} on {node}" for name, node in zip(self.rollout.names, nodes) if node != host]
+            if away:
+                raise RuntimeError(f"weight_sync.transport ipc shares buckets on one host, learner rank 0's ({host}); "
+                                   f"{', '.join(away)}: colocate them (resources.colocate) or use broadcast")
+            self.address = f"shared on {host}"
         if self.broadcast:
             host, port = ray.get(self.learners.actors[0].rendezvous_address.remote())
             self.address = f"{host}:{port}"  # learner rank 0's node hosts the group's store
@@ -358,12 +388,22 @@ class WeightSync:
             self._wire()
         self.version = self.version + 1 if version is None else version
         started = time.perf_counter()
-        sends = self.learners.each_rank("send_weights")
         if self.broadcast:
+            sends = self.learners.each_rank("send_weights")
             receives = [w.receive_weights.remote(self.version) for w in self.rollout.workers]
             received = get_all(receives + sends, self.rollout.names + self.learners.names, self.timeout_s,
                                "weight sync")[:len(receives)]
+        elif self.ipc:
+            handles = get_all(self.learners.each_rank("share_weights"), self.learners.names, self.timeout_s,
+                              "weight sync")[0]
+            try:
+                received = get_all([w.receive_weights_shared.remote(handles, self.version)
+                                    for w in self.rollout.workers], self.rollout.names, self.timeout_s, "weight sync")
+            finally:  # the buffers are freed once every engine has loaded them (or failed to)
+                get_all([self.learners.actors[0].release_shared.remote()], self.learners.names[:1], self.timeout_s,
+                        "weight sync")
         else:
+            sends = self.learners.each_rank("send_weights")
             refs = get_all(sends, self.learners.names, self.timeout_s, "weight sync")[0]["refs"]
             received = get_all([w.receive_weights_from_refs.remote(refs, self.version)
                                 for w in self.rollout.workers], self.rollout.names, self.timeout_s, "weight sync")

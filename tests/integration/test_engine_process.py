@@ -9,17 +9,15 @@ from __future__ import annotations
 import glob
 import itertools
 import os
-import pickle
 
 import pytest
 import ray
-import torch
 
 from grit_ray.config import DataSource, ModelFamily
 from grit_ray.data.rows import RowStream
 from grit_ray.testing.hooks import InspectableLearnerGroup, InspectableRolloutPool
-from grit_ray.workers.rollout import EXTENSION, HFGenerator
-from grit_ray.workers.weight_sync import SharedBuckets, WeightSync, open_shared, shm_dir
+from grit_ray.workers.rollout import EXTENSION, HFGenerator, PromptRequest
+from grit_ray.workers.weight_sync import WeightSync, shm_dir
 from tests.integration.test_rollout import _cfg, _greedy_completions, _greedy_ids, _train_step
 
 pytestmark = [pytest.mark.vllm, pytest.mark.ray]
@@ -29,19 +27,6 @@ pytestmark = [pytest.mark.vllm, pytest.mark.ray]
 def rows(synth_jsonl):
     return list(itertools.islice(RowStream([DataSource(path=str(synth_jsonl),
                                                        images=str(synth_jsonl.parent / "images"))]), 8))
-
-
-def test_shared_buckets_round_trip_and_release():
-    named = [("a", torch.arange(6, dtype=torch.float32).reshape(2, 3)), ("b", torch.ones(5, dtype=torch.bfloat16)),
-             ("c", torch.tensor([7], dtype=torch.int64))]
-    shared = SharedBuckets(bucket_mb=16 / 2**20)  # 16 bytes: a bucket per tensor or two
-    handles = pickle.loads(pickle.dumps(shared.share(iter(named))))  # as collective_rpc carries them
-    assert len(handles) >= 2
-    back = [item for h in handles for item in open_shared(h)]
-    assert [n for n, _ in back] == ["a", "b", "c"] and all(torch.equal(x, y) for (_, x), (_, y) in zip(back, named))
-    names = [h.path for h in handles]
-    shared.release()
-    assert not any(os.path.exists(n) for n in names)
 
 
 def test_the_extension_is_importable_by_its_name():
@@ -75,3 +60,28 @@ def test_a_separate_engine_serves_the_learners_weights_after_a_sync(family, tp, 
     assert after == expected  # the worker process holds the learner's weights
     assert metrics["sync_tensors"] == len(hf.params)
     assert not glob.glob(os.path.join(shm_dir(), "grit-ray-bucket-*"))  # every shared bucket released
+
+
+@pytest.mark.parametrize("engine_process", ["in-actor", "separate"])
+def test_the_ipc_transport_hands_buckets_over_in_place(engine_process, rows, tiny_model_dir):
+    """Learner rank 0 shares its packed buckets on the host (/dev/shm files on CPU, CUDA IPC handles
+    on a GPU); the engine loads them in the actor or inside vLLM's worker; versions are checked."""
+    cfg = _cfg(ModelFamily.QWEN2_5_VL, **{"weight_sync.transport": "ipc", "rollout.engine_process": engine_process,
+                                          "rollout.num_workers": 1, "learner.num_actors": 1, "learner.zero_stage": 2})
+    hf = HFGenerator(cfg, str(tiny_model_dir))
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, namespace="grit-ray-ipc-tests")
+    try:
+        pool = InspectableRolloutPool(cfg, str(tiny_model_dir))
+        learners = InspectableLearnerGroup(cfg, str(tiny_model_dir))
+        sync = WeightSync(cfg, learners, pool)
+        assert sync.address.startswith("shared on ")
+        _train_step(learners, pool, rows, cfg)
+        metrics = sync.sync(version=7)
+        served = _greedy_ids(pool, rows)
+        versions = {s.weights_version for s in pool.stream([PromptRequest(rows[0], 0, 1)], greedy=True)}
+        hf.load_weights(learners.full_weights().items())
+        expected = _greedy_ids(hf, rows)
+    finally:
+        ray.shutdown()
+    assert served == expected and versions == {7} and metrics["sync_tensors"] == len(hf.params)
+    assert not glob.glob(os.path.join(shm_dir(), "grit-ray-bucket-*"))

@@ -3,9 +3,20 @@ engines in test_rollout.py)."""
 
 from __future__ import annotations
 
+import os
+import pickle
+
 import torch
 
-from grit_ray.workers.weight_sync import Bucket, TensorMeta, pack_into, plan_buckets, unpack
+from grit_ray.workers.weight_sync import (
+    Bucket,
+    SharedBuckets,
+    TensorMeta,
+    open_shared,
+    pack_into,
+    plan_buckets,
+    unpack,
+)
 
 
 def _metas():
@@ -73,3 +84,27 @@ def test_a_rebuilt_broadcast_group_releases_the_old_one_and_works():
         c.close()  # idempotent
     assert all(c.group is None for c in first)  # released (aborted), not left to the garbage collector
     assert torch.equal(round_trip(members(_free_port()), 5.0), torch.full((4,), 5.0))
+
+
+def test_shared_buckets_round_trip_and_release():
+    named = [("a", torch.arange(6, dtype=torch.float32).reshape(2, 3)), ("b", torch.ones(5, dtype=torch.bfloat16)),
+             ("c", torch.tensor([7], dtype=torch.int64))]
+    shared = SharedBuckets(bucket_mb=16 / 2**20)  # 16 bytes: a bucket per tensor or two
+    handles = pickle.loads(pickle.dumps(shared.share(iter(named))))  # as collective_rpc carries them
+    assert len(handles) >= 2
+    back = [item for h in handles for item in open_shared(h)]
+    assert [n for n, _ in back] == ["a", "b", "c"] and all(torch.equal(x, y) for (_, x), (_, y) in zip(back, named))
+    names = [h.path for h in handles]
+    shared.release()
+    assert not any(os.path.exists(n) for n in names)
+
+
+def test_packed_buckets_are_shared_as_they_are():
+    named = [("w", torch.randn(3, 4)), ("n", torch.arange(5))]
+    [bucket] = plan_buckets([TensorMeta(n, tuple(x.shape), str(x.dtype)) for n, x in named], 1.0)
+    shared = SharedBuckets(0)
+    handles = pickle.loads(pickle.dumps(shared.share_packed([pack_into([x for _, x in named], bucket, "cpu")], [bucket])))
+    got = list(open_shared(handles[0]))
+    assert [n for n, _ in got] == ["w", "n"] and all(torch.equal(a, b) for (_, a), (_, b) in zip(got, named))
+    shared.release()
+    assert not os.path.exists(handles[0].path)
