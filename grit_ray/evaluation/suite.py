@@ -110,6 +110,7 @@ def run_suite(cfg: GritConfig, suite: SuiteSpec, root: Path, out: Path, resume: 
     from grit_ray.workers.reward import RewardPool
     from grit_ray.workers.rollout import RolloutPool
 
+    root = root.expanduser().resolve()  # rows are keyed by file:line: one spelling of the root, resumed or not
     present = [b for b in suite.benchmarks if (root / b.file).is_file()]
     absent = [b.name for b in suite.benchmarks if b not in present]
     if not present:
