@@ -30,6 +30,7 @@ class LearnerActor:
         self.learner: PolicyLearner | None = None
         self.sender: WeightSender | None = None
         self.sync_plan: list[Bucket] = []
+        self.shared: SharedBuckets | None = None  # the ipc transport's buffers, until the engines loaded them
 
     def rendezvous_address(self) -> tuple[str, int]:
         """This node's IP and a free port, for rank 0 to host the process group."""
@@ -82,7 +83,7 @@ class LearnerActor:
         return self.shared.share_packed(flats, self.sync_plan)
 
     def release_shared(self) -> None:
-        if getattr(self, "shared", None) is not None:
+        if self.shared is not None:
             self.shared.release()
             self.shared = None
 

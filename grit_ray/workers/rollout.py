@@ -459,24 +459,22 @@ class RolloutWorker:
         self.sync = receiver
         self.sync.connect()
 
-    def _load(self, weights: Iterable[tuple[str, torch.Tensor]], version: int) -> dict[str, float]:
+    def _load(self, load: Callable[[], int], version: int) -> dict[str, float]:
+        """``load()`` the new weights (it returns how many tensors), then label them ``version``."""
         started = time.perf_counter()
-        loaded = self.generator.load_weights(weights)
+        loaded = load()
         self.weights_version = version
         return {"loaded_tensors": loaded, "sync_s": time.perf_counter() - started}
 
     def receive_weights(self, version: int) -> dict[str, float]:
-        return self._load(self.sync.receive(), version)
+        return self._load(lambda: self.generator.load_weights(self.sync.receive()), version)
 
     def receive_weights_from_refs(self, refs: list, version: int) -> dict[str, float]:
-        return self._load(self.sync.receive_refs(refs), version)
+        return self._load(lambda: self.generator.load_weights(self.sync.receive_refs(refs)), version)
 
     def receive_weights_shared(self, handles: list[SharedBucket], version: int) -> dict[str, float]:
         """The ipc transport: buckets learner rank 0 shared on this host, loaded in place."""
-        started = time.perf_counter()
-        loaded = self.generator.load_shared(handles)
-        self.weights_version = version
-        return {"loaded_tensors": loaded, "sync_s": time.perf_counter() - started}
+        return self._load(lambda: self.generator.load_shared(handles), version)
 
     def node_address(self) -> str:
         import ray
