@@ -12,11 +12,12 @@ import difflib
 import enum
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 REPO_CONFIGS = PACKAGE_ROOT.parent / "configs"  # a checkout's configs/ (its tiny-cpu.yaml links to the packaged one)
@@ -317,6 +318,19 @@ class EngineProcess(str, enum.Enum):
     SEPARATE = "separate"
 
 
+class EngineSleep(str, enum.Enum):
+    """What a rollout engine frees while the learners train (docs/cluster.md, "Colocation")."""
+
+    AUTO = "auto"  # colocated CUDA runs: discard-weights (offload-weights with a frozen vision tower); else off
+    OFF = "off"  # the engine keeps its memory for the whole run
+    OFFLOAD_WEIGHTS = "offload-weights"  # vLLM sleep level 1: KV cache freed, weights parked in host memory
+    DISCARD_WEIGHTS = "discard-weights"  # vLLM sleep level 2: both freed; the step's sync refills every weight
+
+    @property
+    def vllm_level(self) -> int:
+        return {EngineSleep.OFFLOAD_WEIGHTS: 1, EngineSleep.DISCARD_WEIGHTS: 2}.get(self, 0)
+
+
 class RolloutConfig(Section):
     """Generation of completion groups by the rollout workers."""
 
@@ -336,11 +350,21 @@ class RolloutConfig(Section):
         "multiprocessing engine (needed for tensor_parallel_size > 1), weights loaded by the worker extension")
     tensor_parallel_size: int = Field(1, gt=0, description="vLLM tensor-parallel ranks per engine (separate engine "
                                       "process only)")
+    sleep: EngineSleep = Field(
+        EngineSleep.AUTO, description="what each engine frees while the learners train, woken for the sync and "
+        "generation: off, offload-weights (vLLM sleep level 1), discard-weights (level 2; the sync resends every "
+        "weight); auto: discard-weights on colocated CUDA runs (offload-weights with a frozen vision tower), "
+        "else off. vLLM frees memory on CUDA only; on CPU the engine pauses and resumes (docs/cluster.md)")
     seed: int = Field(0, description="engine sampling seed")
     hf_batch_size: int = Field(
         32, gt=0, description="hf backend: sequences per generate call (prompts left-padded, each repeated for its "
         "completions); completions stream back as each call finishes"
     )
+
+    @field_validator("sleep", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return EngineSleep.OFF if value is False else value  # YAML 1.1 reads a bare `off` as false
 
     @model_validator(mode="after")
     def _engine_process(self) -> RolloutConfig:
@@ -565,6 +589,11 @@ class LearnerConfig(Section):
     cpu_shm_allreduce: bool = Field(
         False, description="CPU only: DeepSpeed's shared-memory allreduce kernel (26-42 s JIT compile); false: gloo"
     )
+    offload_states: bool | None = Field(
+        None, description="between updates, learner ranks that share a GPU with an engine move their fp32 master "
+        "weights, Adam moments, gradients and the ZeRO-2 reference model to host memory (DeepSpeed offload_states) "
+        "and empty the CUDA cache; reloaded at the next update. null: on for colocated CUDA runs whose engines sleep"
+    )
 
 
 class SyncTransport(str, enum.Enum):
@@ -677,6 +706,45 @@ class RunConfig(Section):
     steps: int = Field(200, gt=0, description="optimizer steps (GRIT: 200)")
 
 
+@dataclass(frozen=True)
+class ColocationPlan:
+    """How engines and learners that share GPUs hand memory to each other every step, resolved from
+    ``rollout.sleep``, ``learner.offload_states`` and the placement (docs/cluster.md, "Colocation")."""
+
+    sleep: EngineSleep  # resolved, never AUTO
+    offload_ranks: tuple[int, ...]  # learner ranks that move their states to host memory between updates
+    on_cuda: bool  # only there do vLLM's sleep mode and the offload free device memory
+
+    @property
+    def engines_first(self) -> bool:
+        """Sleeping engines start, measure their memory and go to sleep before any learner loads:
+        vLLM sizes its KV cache from the device's free memory while it profiles."""
+        return self.sleep is not EngineSleep.OFF
+
+    def lines(self) -> list[str]:
+        """What applies, and on which device, as ``grit-ray plan`` and the run's start print it."""
+        out = []
+        if self.sleep is EngineSleep.OFF:
+            out.append("rollout.sleep: off: the engines keep their memory for the whole run")
+        else:
+            what = ("KV cache freed, weights parked in host memory" if self.sleep is EngineSleep.OFFLOAD_WEIGHTS
+                    else "KV cache and weights freed; the sync refills the weights")
+            out.append(f"rollout.sleep: {self.sleep.value}: each engine sleeps while the learners train ({what}), "
+                       "wakes its weights for the sync and its KV cache for generation; the engines start and "
+                       "sleep before the learners load")
+        if self.offload_ranks:
+            out.append(f"learner.offload_states: learner rank(s) {', '.join(map(str, self.offload_ranks))} move "
+                       "fp32 master weights, Adam moments, gradients and the reference model to host memory "
+                       "before each sync and reload them at the next update")
+        else:
+            out.append("learner.offload_states: off: the learners keep their states on the device")
+        if not self.on_cuda and (self.sleep is not EngineSleep.OFF or self.offload_ranks):
+            out.append("on CPU this frees no device memory (vLLM's sleep mode is CUDA only): the engines pause "
+                       "and resume and the learners move their states, the same calls in the same order as on "
+                       "a GPU")
+        return out
+
+
 class GritConfig(Section):
     """The whole run."""
 
@@ -726,6 +794,15 @@ class GritConfig(Section):
                 raise ValueError(f"model.device: cuda, but {' and '.join(none)} is 0: Ray shows those actors no GPU; "
                                  "reserve a share (e.g. 1, or 0.5 each with resources.colocate: true) or set "
                                  "model.device: cpu")
+        if self.algorithm.max_staleness and self.rollout.sleep not in (EngineSleep.AUTO, EngineSleep.OFF):
+            raise ValueError(f"rollout.sleep: {self.rollout.sleep.value} with algorithm.max_staleness: "
+                             f"{self.algorithm.max_staleness}: one-step-off generates the next step while the "
+                             "learners update, so the engines cannot sleep then; set rollout.sleep: off or "
+                             "algorithm.max_staleness: 0")
+        if self.rollout.sleep is EngineSleep.DISCARD_WEIGHTS and self.learner.freeze_vision_tower:
+            raise ValueError("rollout.sleep: discard-weights with learner.freeze_vision_tower: the sync sends "
+                             "trainable weights only, so the frozen vision tower would not come back after the "
+                             "engine discards it; use rollout.sleep: offload-weights")
         gpus = self.resources.gpus_per_learner + self.resources.gpus_per_rollout_worker
         if (self.resources.colocate and gpus > 0 and self.weight_sync.transport is SyncTransport.BROADCAST
                 and self.learner.comm_backend is not CommBackend.GLOO):
@@ -736,6 +813,24 @@ class GritConfig(Section):
 
     def run_dir(self) -> Path:
         return Path(self.logging.run_dir.format(name=self.run.name))
+
+    def colocation(self) -> ColocationPlan:
+        """``rollout.sleep`` and ``learner.offload_states`` resolved: their auto values turn on for
+        colocated CUDA runs, and only learner ranks that share a GPU with an engine offload."""
+        res = self.resources
+        on_cuda = self.model.device is Device.CUDA
+        shares_gpus = res.colocate and res.gpus_per_learner + res.gpus_per_rollout_worker > 0
+        sleep = self.rollout.sleep
+        if sleep is EngineSleep.AUTO:
+            # one-step-off generates beside the update: nothing can sleep then
+            wanted = on_cuda and shares_gpus and not self.algorithm.max_staleness
+            frozen = self.learner.freeze_vision_tower  # the sync would not refill a discarded tower
+            sleep = (EngineSleep.OFFLOAD_WEIGHTS if frozen else EngineSleep.DISCARD_WEIGHTS) if wanted else EngineSleep.OFF
+        offload = self.learner.offload_states
+        if offload is None:
+            offload = on_cuda and shares_gpus and sleep is not EngineSleep.OFF
+        ranks = min(self.learner.num_actors, self.rollout.num_workers) if shares_gpus else self.learner.num_actors
+        return ColocationPlan(sleep, tuple(range(ranks)) if offload else (), on_cuda)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,10 @@ class InspectableLearnerActor(LearnerActor):
         plan = self.learner.weight_plan(bucket_mb)
         return {n: t for bucket in self.learner.gathered_buckets(plan) for n, t in bucket}
 
+    def offloaded_states(self) -> list[str]:
+        """What DeepSpeed holds in host memory now (``learner.offload_states``), by its own books."""
+        return sorted(str(getattr(s, "value", s)) for s in self.learner.engine.optimizer.offloaded_states)
+
     def bucket_sizes(self, bucket_mb: float) -> list[int]:
         """Bytes per gathered bucket on rank 0 (others: [])."""
         plan = self.learner.weight_plan(bucket_mb)

@@ -14,7 +14,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from grit_ray.config import ConfigError, GritConfig, load_config, save_resolved_config
+from grit_ray.config import ConfigError, EngineSleep, GritConfig, load_config, save_resolved_config
 from grit_ray.data.rows import PromptSampler, Row, RowRules, RowStream, materialise_sources
 from grit_ray.judge.baseline import best_constant_answers, constant_accuracy, constant_line
 from grit_ray.judge.usage import write_judge_report
@@ -56,6 +56,7 @@ class Trainer:
     def build(self, model_path: str) -> None:
         """Start the actors: rollout workers and learners in one placement group, the reward pool,
         and the weight-sync group between them."""
+        from grit_ray.workers.colocation import MemoryHandoff
         from grit_ray.workers.learner_group import LearnerGroup
         from grit_ray.workers.reward import RewardPool
         from grit_ray.workers.rollout import RolloutPool
@@ -65,14 +66,21 @@ class Trainer:
         self.model_path = model_path
         started = time.perf_counter()
         learner_opts, rollout_opts, self._placement_group = placement(cfg, log=_say)
-        # every role starts at once: the engines, the learners and the reward actors load side by side
+        colocation = cfg.colocation()
+        # the roles start side by side, except that sleeping engines load, measure the memory they
+        # may claim and go to sleep before any learner allocates (docs/cluster.md, "Colocation")
         self.rollout = RolloutPool(cfg, model_path, per_actor_options=rollout_opts, wait=False)
+        if colocation.engines_first:
+            self.rollout.wait_ready()
+            self.rollout.on_all("sleep", EngineSleep.OFFLOAD_WEIGHTS.vllm_level)  # they keep the initial weights
         self.learners = LearnerGroup(cfg, model_path, per_actor_options=learner_opts, wait=False)
         self.rewards = RewardPool(cfg)
         self.rollout.wait_ready()
         self.learners.wait_ready()
+        handoff = MemoryHandoff(colocation, self.rollout, self.learners)
+        handoff.at_start()  # the GPUs to generation: the first thing a step does
         self.sync = WeightSync(cfg, self.learners, self.rollout)
-        self.step_fn = TrainingStep(cfg, self.rollout, self.rewards, self.learners, self.sync)
+        self.step_fn = TrainingStep(cfg, self.rollout, self.rewards, self.learners, self.sync, handoff)
         _say(f"actors up in {time.perf_counter() - started:.0f}s (engine {self.rollout.startup_s:.0f}s, learner "
              f"{self.learners.startup_s:.0f}s): {cfg.rollout.num_workers} rollout "
              f"({cfg.rollout.backend.value}), {cfg.learner.num_actors} learner (ZeRO-{int(cfg.learner.zero_stage)}), "
@@ -212,6 +220,8 @@ def train(cfg: GritConfig, run_dir: Path, resume: bool = False, stop_after: int 
     from grit_ray.trainer.tracking import MetricsLogger
 
     check_memory_plan(cfg)
+    for line in cfg.colocation().lines():
+        _say(line)
     ckpt = latest_checkpoint(run_dir) if resume else None
     if resume and ckpt is None:
         _say(f"no complete checkpoint in {run_dir / CHECKPOINTS}: starting from step 0")

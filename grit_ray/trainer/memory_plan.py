@@ -9,8 +9,12 @@ Estimates, per learner rank and per rollout engine, in bytes (docs/cluster.md, "
 - reference: the frozen reference model when algorithm.kl_beta > 0 (whole under ZeRO-2, a shard under 3);
 - activations: one micro-batch at the config's longest sequence, with or without gradient
   checkpointing, plus the completion logits and their fp32 log-softmax;
-- the engine: vLLM claims ``rollout.gpu_memory_utilization`` of the GPU for the whole run; weights and
-  a profiling peak come out of it and the rest is KV cache.
+- the engine: vLLM claims ``rollout.gpu_memory_utilization`` of the GPU; weights and a profiling
+  peak come out of it and the rest is KV cache.
+- colocation (``GritConfig.colocation``): a GPU whose engine sleeps while its learner trains, and
+  whose learner offloads its states while the engine generates, peaks in one of the two phases:
+  training (the learner whole, the engine's residue) or generating (the engine's claim, the
+  learner's bf16 weights and buckets). Without sleep and offload both are resident at once.
 The constants are per-token tensor counts of a SwiGLU decoder block as transformers runs it; they are
 an upper estimate, not a measurement: they are not yet compared with allocator peaks.
 
@@ -23,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from grit_ray.config import Device, GritConfig, ZeroStage
+from grit_ray.config import Device, EngineSleep, GritConfig, ZeroStage
 from grit_ray.models.shape import ModelShape
 from grit_ray.workers.hardware import resolve_dtype
 from grit_ray.workers.learner import deepspeed_config
@@ -33,6 +37,7 @@ DS_REDUCE_BUCKET = 500_000_000  # DeepSpeed's reduce_bucket_size default (elemen
 CUDA_CONTEXT = int(0.6 * GIB)  # per process, outside the caching allocator
 ENGINE_PROFILE_PEAK = int(1.5 * GIB)  # vLLM's profiling run and sampler at its default token budget
 HEADROOM = 0.05  # allocator fragmentation: plan to at most 95% of a GPU
+ENGINE_ASLEEP = int(0.5 * GIB)  # what a sleeping engine keeps: CUDA graphs, sampler and scheduler buffers
 
 
 @dataclass(frozen=True)
@@ -46,9 +51,18 @@ class LearnerMemory:
     reference: int
     activations: int
 
+    offloaded: int | None = None  # between updates, with learner.offload_states; None: never offloaded
+
     @property
     def total(self) -> int:
         return self.weights + self.gradients + self.optimizer + self.buckets + self.reference + self.activations
+
+    def offloaded_view(self, zero3: bool) -> LearnerMemory:
+        """The same rank with what ``PolicyLearner.offload_states`` keeps on the device between updates:
+        the bf16 weights (the sync reads them), the reduce buckets, and a ZeRO-3 reference shard."""
+        kept = self.weights + self.buckets + (self.reference if zero3 else 0)
+        return LearnerMemory(self.weights, self.gradients, self.optimizer, self.buckets, self.reference,
+                             self.activations, offloaded=kept)
 
 
 @dataclass(frozen=True)
@@ -72,12 +86,35 @@ class GpuLoad:
     engines: int  # rollout engines per GPU
     learner: LearnerMemory | None
     engine: EngineMemory | None
+    engines_sleep: bool = False  # rollout.sleep: the engines free their claim while the learners train
+
+    def _phase(self, learner: int | None, engine: int | None) -> int:
+        own = self.learners * (learner or 0) + self.engines * (engine or 0)
+        return own + (self.learners + self.engines) * CUDA_CONTEXT
+
+    @property
+    def training(self) -> int:
+        """Bytes while the learners update."""
+        claim = self.engine.reserved if self.engine else None
+        return self._phase(self.learner.total if self.learner else None,
+                           ENGINE_ASLEEP if self.engines_sleep and claim else claim)
+
+    @property
+    def generating(self) -> int:
+        """Bytes while the engines generate."""
+        m = self.learner
+        kept = None if m is None else (m.offloaded if m.offloaded is not None else m.total)
+        return self._phase(kept, self.engine.reserved if self.engine else None)
 
     @property
     def total(self) -> int:
-        own = self.learners * (self.learner.total if self.learner else 0)
-        own += self.engines * (self.engine.reserved if self.engine else 0)
-        return own + (self.learners + self.engines) * CUDA_CONTEXT
+        return max(self.training, self.generating)
+
+    @property
+    def hands_over(self) -> bool:
+        """Learners and engines take turns with this GPU's memory."""
+        return bool(self.learners and self.engines and (self.engines_sleep or
+                                                        (self.learner and self.learner.offloaded is not None)))
 
 
 @dataclass
@@ -88,6 +125,7 @@ class MemoryPlan:
     gpus_available: int | None
     loads: list[GpuLoad]
     problems: list[str] = field(default_factory=list)
+    colocation: list[str] = field(default_factory=list)  # what the handoff does, and on which device
 
 
 def sequence_lengths(cfg: GritConfig, max_prompt_tokens: int) -> tuple[int, int]:
@@ -174,7 +212,11 @@ def plan_memory(cfg: GritConfig, shape: ModelShape, max_prompt_tokens: int, visi
     loads: list[GpuLoad] = []
     if r.colocate and gl + gr > 0:
         each = per_gpu(gl + gr)
-        loads.append(GpuLoad("learner + engine", math.ceil(n_roll / each), each, each, learner, engine))
+        colocation = cfg.colocation()
+        shared = learner.offloaded_view(cfg.learner.zero_stage is ZeroStage.ZERO3) if colocation.offload_ranks \
+            else learner
+        sleeps = colocation.sleep is not EngineSleep.OFF
+        loads.append(GpuLoad("learner + engine", math.ceil(n_roll / each), each, each, shared, engine, sleeps))
         if n_learn > n_roll:
             loads.append(GpuLoad("learner", math.ceil((n_learn - n_roll) / each), each, 0, learner, None))
     else:
@@ -184,7 +226,7 @@ def plan_memory(cfg: GritConfig, shape: ModelShape, max_prompt_tokens: int, visi
             loads.append(GpuLoad("engine", math.ceil(n_roll * gr) if gr > 1 else math.ceil(n_roll / per_gpu(gr)),
                                  0, per_gpu(gr), None, engine))
     needed = math.ceil(gpus_requested(cfg) - 1e-9)
-    out = MemoryPlan(shape, gpu_bytes, needed, gpus, loads)
+    out = MemoryPlan(shape, gpu_bytes, needed, gpus, loads, colocation=cfg.colocation().lines())
     if gpus is not None and needed > gpus:
         out.problems.append(
             f"resources: the actors need {needed} GPUs (learner.num_actors {n_learn} x resources.gpus_per_learner "
@@ -194,8 +236,9 @@ def plan_memory(cfg: GritConfig, shape: ModelShape, max_prompt_tokens: int, visi
         budget = gpu_bytes * (1 - HEADROOM)
         for load in loads:
             if load.total > budget:
-                fix = ("lower rollout.gpu_memory_utilization, or resources.colocate: false with whole GPUs"
-                       if load.engines and load.learners else
+                hand_over = "" if load.hands_over else "rollout.sleep and learner.offload_states (they take turns), "
+                fix = (f"{hand_over}lower rollout.gpu_memory_utilization, or resources.colocate: false with whole "
+                       "GPUs" if load.engines and load.learners else
                        "turn on learner.gradient_checkpointing, lower learner.micro_batch_size, or use "
                        "learner.zero_stage: 3 over more ranks")
                 out.problems.append(f"{load.label}: about {load.total / GIB:.1f} GiB on a {gpu_gib:g} GiB GPU "
@@ -237,6 +280,12 @@ def format_plan(plan: MemoryPlan) -> str:
         what = " + ".join(x for x in (f"{load.learners} learner" if load.learners else "",
                                       f"{load.engines} engine" if load.engines else "") if x)
         lines.append(f"| {load.count} | {what} | " + " | ".join(learner) + f" | {eng} | {g(load.total)} | {cap} |")
+    lines.append("")
+    for load in plan.loads:
+        if load.hands_over:  # the peak is one of two phases: say both
+            lines.append(f"{load.label}: training {g(load.training)} GiB (engine asleep: rollout.sleep), "
+                         f"generating {g(load.generating)} GiB (learner states offloaded: learner.offload_states)")
+    lines += [f"colocation: {line}" for line in plan.colocation]
     lines.append("")
     lines += [f"problem: {p}" for p in plan.problems] or ["fits" if plan.gpu_bytes else
                                                           "not checked against a GPU size (--gpu-memory)"]

@@ -22,6 +22,7 @@ from grit_ray.algo.seeds import group_seeds
 from grit_ray.config import GritConfig
 from grit_ray.data.rows import Row
 from grit_ray.judge.scoring import RewardItem, ScoredCompletion
+from grit_ray.workers.colocation import MemoryHandoff
 from grit_ray.workers.reward import RewardPool, StepRewards
 from grit_ray.workers.rollout import PromptRequest, RolloutPool, SampledCompletion
 
@@ -137,8 +138,10 @@ class TrainingStep:
     ``algorithm.refill_zero_signal_groups`` collecting keeps drawing prompts (``draw_more``) until
     ``prompts_per_step`` groups carry signal or the draw limit is reached."""
 
-    def __init__(self, cfg: GritConfig, rollout: RolloutPool, rewards: RewardPool, learners, sync):
+    def __init__(self, cfg: GritConfig, rollout: RolloutPool, rewards: RewardPool, learners, sync,
+                 handoff: MemoryHandoff | None = None):
         self.cfg, self.rollout, self.rewards, self.learners, self.sync = cfg, rollout, rewards, learners, sync
+        self.handoff = handoff or MemoryHandoff(cfg.colocation(), rollout, learners)
 
     def _generate(self, rows: dict[int, Row], step: int) -> _Generated:
         """Generate the groups of ``rows`` (group id -> row), handing each completion to a reward
@@ -256,7 +259,10 @@ class TrainingStep:
         staleness = check_staleness(exp.versions, learner_version, self.cfg.algorithm.max_staleness)
         if staleness:
             exp.metrics.update({"staleness/mean": statistics.fmean(staleness), "staleness/max": float(max(staleness))})
-        refs = self.learners.start_train_step(exp.samples) if exp.samples else None
+        refs = None
+        if exp.samples:  # colocated: the engines free the GPUs, the learners take them (no update: nothing moves)
+            exp.metrics.update(self.handoff.to_learners())
+            refs = self.learners.start_train_step(exp.samples)
         return PendingUpdate(exp, refs, time.perf_counter())
 
     def finish_update(self, pending: PendingUpdate) -> dict[str, Any]:
@@ -269,7 +275,12 @@ class TrainingStep:
         m.update(stats.metrics())
         m.update({f"learner/{k}": v for k, v in pending.refs.tokens.items()})
         m["time/learner"] = time.perf_counter() - pending.started
+        handed = time.perf_counter()
+        m.update(self.handoff.to_sync())
         synced = self.sync.sync(version=pending.experience.step)
+        for k, v in self.handoff.to_engines().items():  # the two wakes of a step add up
+            m[k] = m.get(k, 0.0) + v
+        m["time/handoff"] = time.perf_counter() - handed - synced["sync_s"]
         m.update({"time/sync": synced["sync_s"], "sync/gb_per_s": synced["sync_gb_per_s"],
                   "sync/weights_version": synced["weights_version"]})
         return m

@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -65,6 +66,18 @@ def lr_multiplier(step: int, warmup_steps: int, total_steps: int, schedule: str)
     """Linear warm-up to 1, then cosine decay to 0 at ``total_steps`` (or constant)."""
     return warmup_cosine(step, warmup_steps=warmup_steps, total_steps=total_steps, decay_from=warmup_steps,
                          constant=schedule == "constant")
+
+
+def move_zero3_optimizer_states(zero3_optimizer, device: str) -> None:
+    """The fp32 master partitions and Adam's moments of a ZeRO-3 rank to ``device``. DeepSpeed 0.19's
+    ``offload_states`` moves these only for its own FusedAdam (a CUDA op) and refuses torch's AdamW,
+    whose state is the same tensors by name; the step counters stay where torch keeps them."""
+    for flat in zero3_optimizer.fp32_partitioned_groups_flat:
+        flat.data = flat.data.to(device)
+    for state in zero3_optimizer.optimizer.state.values():
+        for key, value in state.items():
+            if key != "step" and torch.is_tensor(value):
+                value.data = value.data.to(device)
 
 
 def _ray_gpu_ids() -> list:
@@ -158,6 +171,7 @@ class PolicyLearner:
         # the rollout engines never sample vision placeholders; score the same distribution
         self.suppressed = torch.tensor(adapter.forbidden_token_ids(processor.tokenizer), dtype=torch.long)
         self.step = 0
+        self.offloaded = False  # states in host memory between updates (learner.offload_states)
         self.startup_s = time.perf_counter() - started
 
     # ------------------------------------------------------------------ training
@@ -165,6 +179,7 @@ class PolicyLearner:
     def train_step(self, chunks: list[list[TrainSample]], totals: BatchTotals) -> LearnerStats:
         """One optimizer step over this rank's micro-batches (``algo.micro_batching``; every rank runs as
         many). Returns this rank's sums (the group reduces them)."""
+        self.reload_states()  # the handoff reloads first and times it; a no-op then
         started = time.perf_counter()
         self.engine.train()
         stats = LearnerStats()
@@ -188,6 +203,61 @@ class PolicyLearner:
         stats.micro_batches = float(len(chunks))
         stats.train_s = time.perf_counter() - started
         return stats
+
+    # ------------------------------------------------------------------ colocation
+
+    def _device_bytes(self) -> int:
+        return torch.cuda.memory_reserved(self.cuda_index) if self.device == "cuda" else 0
+
+    def offload_states(self) -> dict[str, float]:
+        """Move what only the update needs to host memory: the fp32 master weights, Adam's moments,
+        the gradient partitions (DeepSpeed's ``offload_states``) and a ZeRO-2 reference model; then
+        empty the CUDA cache so a colocated engine can claim it. The bf16 weights stay: the weight
+        sync reads them. Returns the seconds and the device memory freed (GiB; 0 on CPU)."""
+        if self.offloaded:
+            return {"offload_s": 0.0, "offload_freed_gib": 0.0}
+        from deepspeed.runtime.zero.offload_config import OffloadDeviceEnum, OffloadStateTypeEnum
+
+        started, before = time.perf_counter(), self._device_bytes()
+        states = [OffloadStateTypeEnum.lp_grads, OffloadStateTypeEnum.contiguous_grad_buffer]
+        if self.zero3:
+            move_zero3_optimizer_states(self.engine.optimizer, "cpu")
+        else:
+            states += [OffloadStateTypeEnum.optim_states, OffloadStateTypeEnum.hp_params]
+        # pinned host buffers make the reload fast on a GPU; on CPU there is nothing to pin for
+        self.engine.offload_states(include=states, device=OffloadDeviceEnum.cpu, pin_memory=self.device == "cuda")
+        if self.reference is not None and not self.zero3:  # ZeRO-3's reference is a shard, left in place
+            self.reference.to("cpu")
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+        self.offloaded = True
+        return {"offload_s": time.perf_counter() - started,
+                "offload_freed_gib": (before - self._device_bytes()) / 1024**3}
+
+    def reload_states(self) -> float:
+        """Undo ``offload_states`` before an update; returns the seconds it took."""
+        if not self.offloaded:
+            return 0.0
+        started = time.perf_counter()
+        self.engine.reload_states()
+        if self.zero3:
+            move_zero3_optimizer_states(self.engine.optimizer, self.device)
+        if self.reference is not None and not self.zero3:
+            self.reference.to(self.device)
+        self.offloaded = False
+        return time.perf_counter() - started
+
+    @contextmanager
+    def _states_resident(self) -> Iterator[None]:
+        """Checkpoints read and write the optimizer state where DeepSpeed expects it: reloaded for
+        the call, offloaded again after it when they were."""
+        was = self.offloaded
+        self.reload_states()
+        try:
+            yield
+        finally:
+            if was:
+                self.offload_states()
 
     # ------------------------------------------------------------------ weights out
 
@@ -264,13 +334,16 @@ class PolicyLearner:
 
     def save_checkpoint(self, ckpt_dir: str | Path) -> None:
         """Optimizer, scheduler, partitioned weights and step, for exact resume. Collective."""
-        self.engine.save_checkpoint(str(Path(ckpt_dir) / "deepspeed"), tag="state", client_state={"step": self.step})
+        with self._states_resident():
+            self.engine.save_checkpoint(str(Path(ckpt_dir) / "deepspeed"), tag="state",
+                                        client_state={"step": self.step})
         if self.rank == 0:  # config, tokenizer, processor and chat template travel with the state
             copy_side_files(self.model_path, Path(ckpt_dir))
 
     def load_checkpoint(self, ckpt_dir: str | Path) -> int:
-        path, client = self.engine.load_checkpoint(str(Path(ckpt_dir) / "deepspeed"), tag="state",
-                                                   load_optimizer_states=True, load_lr_scheduler_states=True)
+        with self._states_resident():
+            path, client = self.engine.load_checkpoint(str(Path(ckpt_dir) / "deepspeed"), tag="state",
+                                                       load_optimizer_states=True, load_lr_scheduler_states=True)
         if path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint under {ckpt_dir}/deepspeed")
         self.step = int(client["step"])

@@ -47,6 +47,13 @@ class LearnerActor:
     def train_step(self, micro_batches: list[list[TrainSample]], totals) -> LearnerStats:
         return self.learner.train_step(micro_batches, totals)
 
+    # colocation (docs/cluster.md): states to host memory between updates, back for the next
+    def offload_states(self) -> dict[str, float]:
+        return self.learner.offload_states()
+
+    def reload_states(self) -> float:
+        return self.learner.reload_states()
+
     # weight sync: every rank gathers; rank 0 also sends
     def weight_plan(self, bucket_mb: float, trainable_only: bool) -> list[Bucket]:
         return self.learner.weight_plan(bucket_mb, trainable_only)
@@ -177,6 +184,12 @@ class LearnerGroup:
     def train_step(self, samples: list[TrainSample]) -> LearnerStats:
         """One optimizer step over the whole batch; advantages must already be set."""
         return self.finish_train_step(self.start_train_step(samples))
+
+    def on_ranks(self, ranks: tuple[int, ...], method: str, what: str) -> list[Any]:
+        """``method`` on the given ranks only (rank-local calls, no collective: offload and reload)."""
+        with self.issuing:
+            refs = [getattr(self.actors[r], method).remote() for r in ranks]
+        return get_all(refs, [self.names[r] for r in ranks], self.cfg.fault_tolerance.learner_step_timeout_s, what)
 
     def save_hf_model(self, out_dir: str | Path) -> Path:
         return Path(self._all("save_hf_model", str(out_dir), self.cfg.weight_sync.bucket_mb)[0])

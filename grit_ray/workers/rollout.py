@@ -16,6 +16,7 @@ their streams.
 from __future__ import annotations
 
 import abc
+import enum
 import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -24,12 +25,12 @@ from typing import Any
 
 import torch
 
-from grit_ray.config import EngineProcess, GritConfig, RolloutBackend
+from grit_ray.config import EngineProcess, EngineSleep, GritConfig, RolloutBackend
 from grit_ray.data.rows import DataError, Row
 from grit_ray.grit.prompts import chat_messages
 from grit_ray.models import adapter_for, max_prompt_tokens
 from grit_ray.models.shape import ties_word_embeddings
-from grit_ray.workers.faults import FaultLog, Incarnations, wait_until_alive
+from grit_ray.workers.faults import FaultLog, Incarnations, get_all, wait_until_alive
 from grit_ray.workers.hardware import (
     VLLM_REQUIRED_ENV,
     VLLM_SEPARATE_ENGINE_ENV,
@@ -45,6 +46,14 @@ from grit_ray.workers.weight_sync import SharedBucket, SharedBuckets, open_share
 
 # vLLM's worker_extension_cls: the weight loader inside its worker processes (engine_process: separate)
 EXTENSION = "grit_ray.workers.vllm_extension.WeightLoadExtension"
+
+
+class WakeTag(str, enum.Enum):
+    """What a sleeping engine gets back (vLLM's wake-up tags): the weights for the sync, then the
+    KV cache for generation, so the sync never holds both beside a learner's buckets."""
+
+    WEIGHTS = "weights"
+    KV_CACHE = "kv_cache"
 
 
 @dataclass
@@ -159,6 +168,15 @@ class Generator(abc.ABC):
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
         """Load (possibly partial) HF-named weights; returns how many tensors were loaded."""
 
+    @abc.abstractmethod
+    def sleep(self, level: int) -> None:
+        """Free the device memory generation holds while the learners train (``EngineSleep``'s
+        level: 1 keeps the weights in host memory, 2 drops them for the sync to refill)."""
+
+    @abc.abstractmethod
+    def wake(self, tag: WakeTag) -> None:
+        """Take back what ``sleep`` freed, one tag at a time."""
+
 
 class VLLMGenerator(Generator):
     """One vLLM engine, core in-process (the actor reaches the model runner for weight loads)."""
@@ -174,6 +192,8 @@ class VLLMGenerator(Generator):
 
         if self.device == "cuda":
             kwargs = {"gpu_memory_utilization": ro.gpu_memory_utilization}
+            if cfg.colocation().sleep is not EngineSleep.OFF:
+                kwargs["enable_sleep_mode"] = True  # vLLM's cumem allocator, so sleep can free memory
         else:
             # A chunked prefill discards the token sampled for the partial request and rewinds its
             # seeded generator, which CPU generators cannot do ("CPU Generator does not use
@@ -280,6 +300,14 @@ class VLLMGenerator(Generator):
         loaded = self.llm.collective_rpc("grit_load_shared", args=(pickle.dumps(handles),))
         self._after_reload()
         return loaded[0]
+
+    def sleep(self, level):
+        # on CPU vLLM's workers free nothing (sleep mode is CUDA only), but the engine core pauses
+        # its scheduler and marks itself asleep all the same: the handoff runs as on a GPU
+        self.llm.sleep(level=level)
+
+    def wake(self, tag):
+        self.llm.wake_up(tags=[tag.value])
 
     def _after_reload(self) -> None:
         """Cached KV and vision embeddings were computed with the old weights. The runner clears its
@@ -411,11 +439,25 @@ class HFGenerator(Generator):
                 n += 1
         return n
 
+    def sleep(self, level):
+        if self.device == "cuda":  # both levels park the model in host memory: generate() has no KV cache to free
+            self.model.to("cpu")
+            torch.cuda.empty_cache()
+
+    def wake(self, tag):
+        if self.device == "cuda" and tag is WakeTag.WEIGHTS:
+            self.model.to(self.device)
+
 
 def make_generator(cfg: GritConfig, model_path: str) -> Generator:
     if cfg.rollout.backend is RolloutBackend.HF:
         return HFGenerator(cfg, model_path)
     return VLLMGenerator(cfg, model_path)
+
+
+def _free_device_bytes(device: str) -> int:
+    """Free memory of this process's GPU, as the driver of a shared GPU sees it (0 on CPU)."""
+    return torch.cuda.mem_get_info()[0] if device == "cuda" else 0
 
 
 class RolloutWorker:
@@ -429,6 +471,7 @@ class RolloutWorker:
         self.generator = make_generator(cfg, model_path)
         self.weights_version = 0
         self.sync = None  # a weight_sync receiver, attached by the driver
+        self.asleep: set[WakeTag] = set()  # what the engine freed and has not taken back
         self.startup_s = time.perf_counter() - started
 
     def startup_seconds(self) -> float:
@@ -442,12 +485,36 @@ class RolloutWorker:
         return self.generator.device
 
     def stream(self, requests: list[PromptRequest], greedy: bool = False) -> Iterator[SampledCompletion]:
+        if self.asleep:  # a driver bug, not a data problem: say which handoff was skipped
+            raise RuntimeError(f"rollout worker {self.index} was asked to generate while its "
+                               f"{' and '.join(sorted(t.value for t in self.asleep))} sleep (rollout.sleep)")
         for req, k, prompt, comp in self.generator.stream(requests, greedy):
             yield SampledCompletion(group_id=req.group_id, index=k, prompt=prompt, completion=comp, worker=self.index,
                                     weights_version=self.weights_version)
 
     def generate(self, requests: list[PromptRequest], greedy: bool = False) -> list[GroupResult]:
         return group_results(requests, self.stream(requests, greedy))
+
+    # colocation (docs/cluster.md): asleep while the learners train; idempotent, so a worker Ray
+    # restarted (awake, with nothing to take back) answers the same calls
+    def sleep(self, level: int) -> dict[str, float]:
+        """Free the engine's device memory; returns the seconds and the GiB the device gained."""
+        if self.asleep:
+            return {"sleep_s": 0.0, "sleep_freed_gib": 0.0}
+        started, before = time.perf_counter(), _free_device_bytes(self.generator.device)
+        self.generator.sleep(level)
+        self.asleep = set(WakeTag)
+        return {"sleep_s": time.perf_counter() - started,
+                "sleep_freed_gib": (_free_device_bytes(self.generator.device) - before) / 1024**3}
+
+    def wake(self, tag: WakeTag) -> float:
+        """Take ``tag`` back; returns the seconds."""
+        if tag not in self.asleep:
+            return 0.0
+        started = time.perf_counter()
+        self.generator.wake(tag)
+        self.asleep.discard(tag)
+        return time.perf_counter() - started
 
     # weight sync: the receiver object (weight_sync.py) pulls buckets and feeds the generator
     def attach_receiver(self, receiver) -> None:
@@ -580,6 +647,12 @@ class RolloutPool:
 
     def generate(self, requests: list[PromptRequest], greedy: bool = False) -> list[GroupResult]:
         return group_results(requests, self.stream(requests, greedy))
+
+    def on_all(self, method: str, *args) -> list[Any]:
+        """``method`` on every worker at once; a worker that does not answer within
+        ``fault_tolerance.restart_timeout_s`` raises ``ActorHangError`` naming it."""
+        return get_all([getattr(w, method).remote(*args) for w in self.workers], self.names, self.restart_timeout_s,
+                       method)
 
     def shutdown(self) -> None:
         import ray

@@ -37,12 +37,26 @@ def test_shipped_configs_fit_the_hardware_they_name(name):
     assert all(load.total < 0.95 * 80 * GIB for load in plan.loads)
 
 
-def test_colocated_paper_config_refused_on_40_gb():
-    plan = plan_for_config(load_config(CONFIGS / "grit-qwen2.5vl-3b.yaml"), gpu_gib=40)
-    assert any("rollout.gpu_memory_utilization" in p for p in plan.problems)
-    shared = next(load for load in plan.loads if load.engines and load.learners)
-    # the engine's 0.6 of 40 GiB beside a learner of about 26 GiB (weights, reference, Adam shards)
-    assert 20 * GIB < shared.learner.total < 35 * GIB
+def test_colocated_paper_config_on_40_gb_fits_only_when_engine_and_learner_take_turns():
+    paper = CONFIGS / "grit-qwen2.5vl-3b.yaml"
+    # both resident at once: the engine's 0.6 of 40 GiB beside a learner of about 26 GiB is refused
+    resident = plan_for_config(load_config(paper, ["rollout.sleep=off", "learner.offload_states=false"]), gpu_gib=40)
+    assert any("rollout.sleep and learner.offload_states" in p for p in resident.problems)
+    shared = next(load for load in resident.loads if load.engines and load.learners)
+    assert 20 * GIB < shared.learner.total < 35 * GIB and not shared.hands_over
+    assert shared.total == shared.training == shared.generating > 40 * GIB
+    # the shipped default (auto: they take turns): the peak is one phase, and it fits
+    turns = plan_for_config(load_config(paper), gpu_gib=40)
+    assert turns.problems == []
+    shared = next(load for load in turns.loads if load.engines and load.learners)
+    assert shared.hands_over and shared.total == max(shared.training, shared.generating) < 0.95 * 40 * GIB
+    # training: the whole learner beside a sleeping engine; generating: the engine's claim beside
+    # the learner's bf16 weights and buckets
+    assert shared.training < shared.learner.total + 2 * GIB
+    assert shared.generating < 0.6 * 40 * GIB + shared.learner.weights + shared.learner.buckets + 2 * GIB
+    # only the sleep: the learner's whole state stays beside the engine's claim while it generates
+    sleep_only = plan_for_config(load_config(paper, ["learner.offload_states=false"]), gpu_gib=40)
+    assert any("gpu_memory_utilization" in p for p in sleep_only.problems)
 
 
 def test_twelve_gpus_refused_on_an_8_gpu_cluster():
@@ -72,11 +86,12 @@ def test_a_cuda_run_that_does_not_fit_stops_before_anything_starts(capsys):
     paper = CONFIGS / "grit-qwen2.5vl-3b.yaml"
     assert start_problems(load_config(paper)) == []  # the 80 GB it names
     assert start_problems(load_config()) == []  # CPU: no GPU memory to plan
-    small = load_config(paper, ["resources.gpu_memory_gib=40"])
+    small = load_config(paper, ["resources.gpu_memory_gib=40", "rollout.sleep=off"])
     with pytest.raises(ConfigError, match=r"resources.gpu_memory_gib(.|\n)*resources.refuse_over_plan: false"):
         check_memory_plan(small)
     # the plan is an estimate: a user who knows better starts anyway, with the problems printed
-    check_memory_plan(load_config(paper, ["resources.gpu_memory_gib=40", "resources.refuse_over_plan=false"]))
+    check_memory_plan(load_config(paper, ["resources.gpu_memory_gib=40", "rollout.sleep=off",
+                                          "resources.refuse_over_plan=false"]))
     assert "starting anyway" in capsys.readouterr().out
     # no hardware named: nothing to check against
     assert start_problems(load_config(paper, ["resources.gpu_memory_gib=null", "resources.cluster_gpus=null"])) == []
