@@ -322,6 +322,61 @@ def check_generation(s: Setting, family: ModelFamily, figures: dict[str, Any]) -
         raise AssertionError(f"{tokens} sampled tokens, {len(batched)} of {len(greedy)} greedy completions")
 
 
+def check_colocation(s: Setting, family: ModelFamily, figures: dict[str, Any]) -> None:
+    """The colocated handoff's own code on the device (workers.colocation; vLLM's sleep mode itself
+    needs vLLM, which the check machine lacks): a ZeRO-2 learner offloads its states between two
+    updates, and the transformers rollout worker sleeps, refuses to generate, wakes and generates
+    as before. On CUDA both must free device memory; on CPU they free none and must still run."""
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError as e:
+        raise SkipCheck(f"deepspeed does not import ({e})") from None
+    import socket
+
+    from grit_ray.data.rows import RowStream
+    from grit_ray.workers.learner import PolicyLearner
+    from grit_ray.workers.rollout import PromptRequest, RolloutWorker, WakeTag
+
+    cfg = config_for(s, family, s.device, "learner.zero_stage=2", "learner.num_actors=1", "algorithm.kl_beta=0.04",
+                     "rollout.backend=hf", "rollout.max_new_tokens=24", "learner.offload_states=true")
+    samples = samples_for(s, cfg)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    learner = PolicyLearner(cfg, str(s.models[family]), rank=0, world_size=1, master_addr="127.0.0.1",
+                            master_port=port)
+    plan = plan_micro_batches(samples, 1, cfg.learner.micro_batch_size)[0]
+    first = learner.train_step(plan, totals_of(samples))
+    offloaded = learner.offload_states()
+    reload_s = learner.reload_states()
+    second = learner.train_step(plan, totals_of(samples))
+    figures.update(learner_freed_mib=round(offloaded["offload_freed_gib"] * 1024, 2),
+                   learner_offload_s=round(offloaded["offload_s"], 3), learner_reload_s=round(reload_s, 3))
+    if not (math.isfinite(first.loss) and math.isfinite(second.loss) and second.grad_norm > 0):
+        raise AssertionError(f"after offload and reload: loss {second.loss}, grad norm {second.grad_norm}")
+    del learner
+    worker = RolloutWorker(cfg, str(s.models[family]))
+    rows = list(RowStream([DataSource(path=str(s.data), images=str(s.data.parent / "images"))]))[:2]
+    requests = [PromptRequest(row, group_id=i, n=1) for i, row in enumerate(rows)]
+    before = [c.completion.token_ids for c in worker.stream(requests, greedy=True)]
+    slept = worker.sleep(2)
+    try:
+        list(worker.stream(requests, greedy=True))
+        raise AssertionError("a sleeping rollout worker generated")
+    except RuntimeError as e:
+        if "sleep" not in str(e):
+            raise
+    wake_s = worker.wake(WakeTag.WEIGHTS) + worker.wake(WakeTag.KV_CACHE)
+    after = [c.completion.token_ids for c in worker.stream(requests, greedy=True)]
+    figures.update(engine_freed_mib=round(slept["sleep_freed_gib"] * 1024, 2), engine_wake_s=round(wake_s, 3),
+                   greedy_equal_after_wake=before == after)
+    if before != after:
+        raise AssertionError("greedy completions changed across sleep and wake")
+    if s.device == "cuda" and (offloaded["offload_freed_gib"] <= 0 or slept["sleep_freed_gib"] <= 0):
+        raise AssertionError(f"on CUDA the handoff freed learner {figures['learner_freed_mib']} MiB, engine "
+                             f"{figures['engine_freed_mib']} MiB")
+
+
 def _ipc_receiver(inbox, outbox) -> None:
     """The second process, as vLLM's worker under ``rollout.engine_process: separate``: opens the
     pickled ``SharedBucket`` handles (CUDA IPC on a GPU, shared-memory files on CPU) with
@@ -509,6 +564,7 @@ def plan_checks(s: Setting, args) -> list[tuple[str, Callable[[dict[str, Any]], 
         checks += [(f"learner_{f}", lambda fig, fam=family: check_learner(s, fam, args.steps, fig)),
                    (f"deepspeed_{f}", lambda fig, fam=family: check_deepspeed(s, fam, fig)),
                    (f"generation_{f}", lambda fig, fam=family: check_generation(s, fam, fig)),
+                   (f"colocation_{f}", lambda fig, fam=family: check_colocation(s, fam, fig)),
                    (f"planner_{f}", lambda fig, fam=family: check_planner_tiny(s, fam, fig))]
     checks.append(("ipc_handoff", lambda fig: check_ipc(s, args.bucket_mb, fig)))
     for ckpt in (False, True):
@@ -526,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=3, help="timed learner steps")
     ap.add_argument("--bucket-mb", type=float, default=64.0, help="IPC handoff bucket size (MiB)")
     ap.add_argument("--only", default="", help="comma-separated check names or kinds (learner, deepspeed, "
-                    "generation, planner, ipc); default: all")
+                    "generation, colocation, planner, ipc); default: all")
     ap.add_argument("--work", type=Path, default=None, help="where the tiny models go (default: a temp dir)")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -73,6 +73,7 @@ class Trainer:
         if colocation.engines_first:
             self.rollout.wait_ready()
             self.rollout.on_all("sleep", EngineSleep.OFFLOAD_WEIGHTS.vllm_level)  # they keep the initial weights
+            _say(f"engines up and asleep in {time.perf_counter() - started:.0f}s (rollout.sleep); loading the learners")
         self.learners = LearnerGroup(cfg, model_path, per_actor_options=learner_opts, wait=False)
         self.rewards = RewardPool(cfg)
         self.rollout.wait_ready()

@@ -17,7 +17,8 @@ def test_the_gpu_check_runs_every_check_on_cpu_without_ray_or_vllm(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
     checks = {c["name"]: c for c in report["checks"]}
-    want = {f"{kind}_{f}" for kind in ("learner", "deepspeed", "generation", "planner") for f in FAMILIES}
+    want = {f"{kind}_{f}" for kind in ("learner", "deepspeed", "generation", "colocation", "planner")
+            for f in FAMILIES}
     assert want | {"ipc_handoff", "planner_stack", "planner_stack_checkpointed"} == set(checks)
     assert all(c["status"] == "ok" for c in checks.values()), {n: c["error"] for n, c in checks.items()}
     assert report["summary"]["failed"] == 0 and report["environment"]["imported_ray_or_vllm"] == []
@@ -28,6 +29,8 @@ def test_the_gpu_check_runs_every_check_on_cpu_without_ray_or_vllm(tmp_path):
         ds = checks[f"deepspeed_{f}"]["figures"]
         assert abs(ds["grad_norm"] / ds["grad_norm_plain_step"] - 1) < 0.1
         assert checks[f"planner_{f}"]["figures"]["estimate_mib"] > 0
+        colo = checks[f"colocation_{f}"]["figures"]  # CPU: nothing freed, the calls all run
+        assert colo["greedy_equal_after_wake"] is True and colo["learner_freed_mib"] == colo["engine_freed_mib"] == 0
     ipc = checks["ipc_handoff"]["figures"]
     assert ipc["states"] == ["applied", "applied", "stale"] and ipc["receiver_device"] == "cpu"
     plain, ckpt = checks["planner_stack"]["figures"], checks["planner_stack_checkpointed"]["figures"]

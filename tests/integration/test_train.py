@@ -92,3 +92,36 @@ def test_resumed_run_equals_the_uninterrupted_run(tmp_path, max_staleness):
     # trains steps 2 and 4 on the weights before the previous update
     assert [r["staleness/max"] for r in a] == ([0, 1, 0, 1] if max_staleness else [0, 0, 0, 0])
     assert ("time/learner_wait" in a[0]) == bool(max_staleness)
+
+
+def test_engines_that_sleep_and_learners_that_offload_train_as_the_resident_run(tmp_path):
+    """The colocated handoff (docs/cluster.md, "Colocation") on the real stack: the engines start and
+    sleep before the learners load, then every step they sleep for the update and wake for the sync
+    (weights) and generation (KV cache), and the learners offload their states between updates and
+    across a checkpoint. On CPU nothing is freed, so the run must equal the one that keeps
+    everything resident: the same calls, in the same order, as on a GPU."""
+    common = ["--steps", "3", "--set", "reward.actor_class=tests.custom_reward_actor:LowTokenReward",
+              "learner.lr=0.02", "rollout.max_new_tokens=16", "checkpoint.every_n_steps=2",
+              "checkpoint.save_final=false", "eval.every_n_steps=null", "algorithm.kl_beta=0.04"]
+    resident, turns = tmp_path / "resident", tmp_path / "turns"
+    _train("--run-dir", str(resident), *common)
+    proc = _train("--run-dir", str(turns), *common, "rollout.sleep=discard-weights", "learner.offload_states=true")
+    out = proc.stdout
+    assert "rollout.sleep: discard-weights" in out and "on CPU this frees no device memory" in out
+    assert out.index("engines up and asleep") < out.index("actors up")
+    a, b = _metrics(resident), _metrics(turns)
+    handed = 0
+    for ra, rb in zip(a, b, strict=True):
+        same, extra = _stable(ra), _stable(rb)
+        assert {k for k in extra if k not in same} == {k for k in rb if k.startswith("colocation/")}
+        assert same == pytest.approx({k: extra[k] for k in same}, rel=1e-6, abs=1e-9), ra["step"]
+        assert "colocation/engine_sleep_s" not in ra
+        if "train/skipped_update" in rb:  # every group flat: no update, so nothing changed hands
+            assert "colocation/engine_sleep_s" not in rb
+            continue
+        handed += 1
+        for key in ("colocation/engine_sleep_s", "colocation/engine_wake_s", "colocation/learner_reload_s",
+                    "colocation/learner_offload_s", "time/handoff"):
+            assert rb[key] >= 0, key
+    assert handed >= 2
+    assert max(r.get("train/kl", 0.0) for r in a) > 0  # the policy moved: the engines served new weights
