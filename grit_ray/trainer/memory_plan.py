@@ -10,7 +10,9 @@ Estimates, per learner rank and per rollout engine, in bytes (docs/cluster.md, "
 - activations: one micro-batch at the config's longest sequence, with or without gradient
   checkpointing, plus the completion logits and their fp32 log-softmax;
 - the engine: vLLM claims ``rollout.gpu_memory_utilization`` of the GPU; weights and a profiling
-  peak come out of it and the rest is KV cache.
+  peak come out of it and the rest is KV cache. The transformers backend (``rollout.backend: hf``)
+  claims nothing up front: its weights, and the KV cache of one ``generate`` call of
+  ``rollout.hf_batch_size`` sequences at the longest length.
 - colocation (``GritConfig.colocation``): a GPU whose engine sleeps while its learner trains, and
   whose learner offloads its states while the engine generates, peaks in one of the two phases:
   training (the learner whole, the engine's residue) or generating (the engine's claim, the
@@ -180,6 +182,16 @@ def learner_memory(shape: ModelShape, cfg: GritConfig, seq: int, completion: int
                          activation_bytes(shape, cfg, w, seq, completion, vision_patches))
 
 
+def hf_generator_memory(shape: ModelShape, cfg: GritConfig, seq: int, w: int) -> EngineMemory:
+    """The transformers backend claims no share up front: its weights, and the KV cache and logits
+    of one ``generate`` call of ``rollout.hf_batch_size`` sequences at the longest length."""
+    rows = cfg.rollout.hf_batch_size
+    weights = shape.params * w
+    kv = rows * seq * shape.kv_bytes_per_token * w
+    logits = rows * shape.vocab * 4 * 2  # the last position's fp32 logits and their softmax
+    return EngineMemory(weights + kv + logits, weights, logits, kv, rows * seq)
+
+
 def engine_memory(shape: ModelShape, cfg: GritConfig, gpu_bytes: int, w: int) -> EngineMemory:
     reserved = int(cfg.rollout.gpu_memory_utilization * gpu_bytes)
     weights = shape.params * w
@@ -206,7 +218,8 @@ def plan_memory(cfg: GritConfig, shape: ModelShape, max_prompt_tokens: int, visi
     seq, completion = sequence_lengths(cfg, max_prompt_tokens)
     learner = learner_memory(shape, cfg, seq, completion, vision_patches, w)
     vllm = cfg.rollout.backend.value == "vllm"
-    engine = engine_memory(shape, cfg, gpu_bytes, w) if gpu_bytes and vllm else None
+    engine = (engine_memory(shape, cfg, gpu_bytes, w) if gpu_bytes else None) if vllm else \
+        hf_generator_memory(shape, cfg, seq, w)
     n_learn, n_roll = cfg.learner.num_actors, cfg.rollout.num_workers
     gl, gr = r.gpus_per_learner, r.gpus_per_rollout_worker
     loads: list[GpuLoad] = []
@@ -236,14 +249,15 @@ def plan_memory(cfg: GritConfig, shape: ModelShape, max_prompt_tokens: int, visi
         budget = gpu_bytes * (1 - HEADROOM)
         for load in loads:
             if load.total > budget:
-                hand_over = "" if load.hands_over else "rollout.sleep and learner.offload_states (they take turns), "
+                hand_over = "" if load.hands_over else ("turn on rollout.sleep and learner.offload_states (engine and "
+                                                        "learner take turns), or ")
                 fix = (f"{hand_over}lower rollout.gpu_memory_utilization, or resources.colocate: false with whole "
                        "GPUs" if load.engines and load.learners else
                        "turn on learner.gradient_checkpointing, lower learner.micro_batch_size, or use "
                        "learner.zero_stage: 3 over more ranks")
                 out.problems.append(f"{load.label}: about {load.total / GIB:.1f} GiB on a {gpu_gib:g} GiB GPU "
                                     f"(resources.gpu_memory_gib; {1 - HEADROOM:.0%} usable): {fix}")
-        if engine is not None and engine.kv_tokens < cfg.rollout.max_model_len:
+        if vllm and engine is not None and engine.kv_tokens < cfg.rollout.max_model_len:
             out.problems.append(
                 f"rollout.gpu_memory_utilization: {cfg.rollout.gpu_memory_utilization:g} of {gpu_gib:g} GiB leaves "
                 f"KV cache for {engine.kv_tokens} tokens, under rollout.max_model_len {cfg.rollout.max_model_len} "

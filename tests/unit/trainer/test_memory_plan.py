@@ -104,3 +104,14 @@ def test_a_cluster_short_of_gpus_is_named_with_the_fields():
     assert gpu_shortfall(cfg, 8) is None and gpu_shortfall(cfg, 16) is None
     short = gpu_shortfall(cfg, 6)
     assert "reserve 8 GPUs" in short and "learner.num_actors 4" in short and "has 6" in short
+
+
+def test_the_transformers_backend_counts_its_weights_and_kv_cache():
+    paper = CONFIGS / "grit-qwen2.5vl-3b.yaml"
+    hf = ["rollout.backend=hf", "rollout.sleep=off", "learner.offload_states=false"]
+    small, large = (plan_for_config(load_config(paper, [*hf, f"rollout.hf_batch_size={n}"])) for n in (4, 8))
+    engine = small.loads[0].engine
+    assert engine is not None and engine.weights == small.shape.params * 2  # bf16
+    # one generate call's KV cache at the longest sequence, in proportion to the batch
+    assert large.loads[0].engine.kv_cache == 2 * engine.kv_cache > 0
+    assert small.loads[0].total > small.loads[0].learner.total + engine.weights
