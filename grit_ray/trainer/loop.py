@@ -221,8 +221,10 @@ def train(cfg: GritConfig, run_dir: Path, resume: bool = False, stop_after: int 
     from grit_ray.trainer.tracking import MetricsLogger
 
     check_memory_plan(cfg)
-    for line in cfg.colocation().lines():
-        _say(line)
+    colocation = cfg.colocation()
+    if cfg.resources.colocate or colocation.engines_first or colocation.offload_ranks:  # else nothing to say
+        for line in colocation.lines():
+            _say(line)
     ckpt = latest_checkpoint(run_dir) if resume else None
     if resume and ckpt is None:
         _say(f"no complete checkpoint in {run_dir / CHECKPOINTS}: starting from step 0")
