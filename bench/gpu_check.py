@@ -18,9 +18,14 @@ its figures, seconds and error:
 - ``ipc_handoff``: weight-sync buckets (``workers.weight_sync`` layout) handed to a second process
   through torch's multiprocessing reductions (CUDA IPC handles on a GPU, shared memory on CPU);
   versions 1, 2, then a stale 1 that must be refused; checksums compared.
+- ``colocation_<family>``: the colocated handoff on the device: a ZeRO-2 learner offloads its
+  states between two updates, the transformers rollout worker sleeps and wakes; on CUDA both
+  must free memory, and greedy output must not change across the sleep.
 - ``planner_<model>``: the memory planner's activation estimate (``trainer.memory_plan``) against
-  the CUDA allocator's peak over one forward and backward, for the tiny models and a 2-layer stack
-  of Qwen2.5-VL-3B's text width, with and without gradient checkpointing (CPU: estimate only).
+  the measured peak over one forward and backward (the CUDA allocator's; on Linux CPUs the
+  kernel's resident high-water mark, large blocks mmapped so freed memory leaves it), for the
+  tiny models and a 2-layer stack (Qwen2.5-VL-3B's text width on a GPU), with and without
+  gradient checkpointing.
 
 The process exits 1 when any check failed.
 """
@@ -511,6 +516,37 @@ def check_planner_stack(s: Setting, dims: StackShape, checkpointing: bool, figur
     measure_activations(model, step, shape, cfg, seq, completion, 0, s, figures)
 
 
+def cpu_peak_bytes(step: Callable[[], Any]) -> int | None:
+    """Resident bytes gained at the peak of ``step()``, on Linux: the kernel's high-water mark
+    (VmHWM), reset to the current size first (``clear_refs`` 5). Blocks of 64 KiB and more are
+    mmapped (glibc's ``mallopt``), so what the step frees leaves the resident set at once instead of
+    staying in malloc's heap for reuse. None where either is missing."""
+    import ctypes
+    import gc
+
+    status, clear = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    if not status.exists() or not libc.mallopt(-3, 64 * 1024):  # M_MMAP_THRESHOLD; 0 means refused
+        return None
+
+    def kib(field: str) -> int:
+        line = next(x for x in status.read_text().splitlines() if x.startswith(field + ":"))
+        return int(line.split()[1])
+
+    gc.collect()
+    libc.malloc_trim(0)  # free heap pages back to the kernel: the step must not reuse resident ones
+    try:
+        clear.write_text("5")
+    except OSError:
+        return None
+    base = kib("VmRSS")
+    step()
+    return (kib("VmHWM") - base) * 1024
+
+
 def measure_activations(model, step: Callable[[], Any], shape, cfg: GritConfig, seq: int, completion: int,
                         patches: int, s: Setting, figures: dict[str, Any]) -> None:
     """The planner's ``activation_bytes`` for this micro-batch against the allocator's peak over
@@ -522,10 +558,18 @@ def measure_activations(model, step: Callable[[], Any], shape, cfg: GritConfig, 
     grads = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     figures.update(seq=seq, completion=completion, vision_patches=patches,
                    estimate_mib=round(estimate / 2**20, 2), gradients_mib=round(grads / 2**20, 2))
+    step()  # warm-up: one-time allocations (kernel workspaces, thread pools) are not the step's
+    model.zero_grad(set_to_none=True)  # the measured step allocates its gradients again
     if s.device != "cuda":
-        step()  # the code path runs; the CPU allocator keeps no peak
-        figures["measured_mib"] = None
+        peak = cpu_peak_bytes(step)  # the CPU allocator keeps no peak: the kernel's high-water mark does
+        figures["measured_by"] = "rss high-water" if peak is not None else None
+        if peak is None:
+            figures["measured_mib"] = None
+            return
+        measured = peak - grads
+        figures.update(measured_mib=round(measured / 2**20, 2), estimate_over_measured=round(estimate / measured, 3))
         return
+    figures["measured_by"] = "cuda allocator"
     _sync(s.device)
     torch.cuda.empty_cache()
     base = torch.cuda.memory_allocated()

@@ -18,7 +18,9 @@ Estimates, per learner rank and per rollout engine, in bytes (docs/cluster.md, "
   training (the learner whole, the engine's residue) or generating (the engine's claim, the
   learner's bf16 weights and buckets). Without sleep and offload both are resident at once.
 The constants are per-token tensor counts of a SwiGLU decoder block as transformers runs it; they are
-an upper estimate, not a measurement: they are not yet compared with allocator peaks.
+an estimate: on CPU the activation term is within 0.9-1.4x of the measured resident peak
+(bench/gpu_check.py's planner rows; docs/cluster.md), and it has not been compared with a GPU
+allocator yet.
 
 A CUDA run checks its plan before it starts any actor (``start_problems``), and the driver checks the
 cluster's GPU count before it places the actors (``trainer.placement.gpu_shortfall``).

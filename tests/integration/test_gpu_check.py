@@ -35,6 +35,12 @@ def test_the_gpu_check_runs_every_check_on_cpu_without_ray_or_vllm(tmp_path):
     assert ipc["states"] == ["applied", "applied", "stale"] and ipc["receiver_device"] == "cpu"
     plain, ckpt = checks["planner_stack"]["figures"], checks["planner_stack_checkpointed"]["figures"]
     assert ckpt["estimate_mib"] < plain["estimate_mib"]  # checkpointing keeps only block inputs
+    # the planner's activation term against the measured resident peak (measured on this machine:
+    # 0.90-1.43); a formula off by more than 2x either way fails
+    for name in [f"planner_{f}" for f in FAMILIES] + ["planner_stack", "planner_stack_checkpointed"]:
+        fig = checks[name]["figures"]
+        assert fig["measured_by"] == "rss high-water" and fig["measured_mib"] > 0, name
+        assert 0.5 <= fig["estimate_over_measured"] <= 2.0, (name, fig)
 
 
 def test_a_check_that_raises_is_failed_and_one_that_does_not_apply_is_skipped():
