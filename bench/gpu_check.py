@@ -333,9 +333,10 @@ def check_colocation(s: Setting, family: ModelFamily, figures: dict[str, Any]) -
     updates, and the transformers rollout worker sleeps, refuses to generate, wakes and generates
     as before. On CUDA both must free device memory; on CPU they free none and must still run."""
     try:
-        import deepspeed  # noqa: F401
+        import deepspeed
     except ImportError as e:
         raise SkipCheck(f"deepspeed does not import ({e})") from None
+    figures["deepspeed"] = deepspeed.__version__
     import socket
 
     from grit_ray.data.rows import RowStream
