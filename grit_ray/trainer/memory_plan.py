@@ -220,14 +220,16 @@ def plan_memory(cfg: GritConfig, shape: ModelShape, max_prompt_tokens: int, visi
     seq, completion = sequence_lengths(cfg, max_prompt_tokens)
     learner = learner_memory(shape, cfg, seq, completion, vision_patches, w)
     vllm = cfg.rollout.backend.value == "vllm"
-    engine = (engine_memory(shape, cfg, gpu_bytes, w) if gpu_bytes else None) if vllm else \
-        hf_generator_memory(shape, cfg, seq, w)
+    if vllm:  # its claim is a share of the GPU: unknown without the GPU's size
+        engine = engine_memory(shape, cfg, gpu_bytes, w) if gpu_bytes else None
+    else:
+        engine = hf_generator_memory(shape, cfg, seq, w)
+    colocation = cfg.colocation()
     n_learn, n_roll = cfg.learner.num_actors, cfg.rollout.num_workers
     gl, gr = r.gpus_per_learner, r.gpus_per_rollout_worker
     loads: list[GpuLoad] = []
     if r.colocate and gl + gr > 0:
         each = per_gpu(gl + gr)
-        colocation = cfg.colocation()
         shared = learner.offloaded_view(cfg.learner.zero_stage is ZeroStage.ZERO3) if colocation.offload_ranks \
             else learner
         sleeps = colocation.sleep is not EngineSleep.OFF
@@ -241,7 +243,7 @@ def plan_memory(cfg: GritConfig, shape: ModelShape, max_prompt_tokens: int, visi
             loads.append(GpuLoad("engine", math.ceil(n_roll * gr) if gr > 1 else math.ceil(n_roll / per_gpu(gr)),
                                  0, per_gpu(gr), None, engine))
     needed = math.ceil(gpus_requested(cfg) - 1e-9)
-    out = MemoryPlan(shape, gpu_bytes, needed, gpus, loads, colocation=cfg.colocation().lines())
+    out = MemoryPlan(shape, gpu_bytes, needed, gpus, loads, colocation=colocation.lines())
     if gpus is not None and needed > gpus:
         out.problems.append(
             f"resources: the actors need {needed} GPUs (learner.num_actors {n_learn} x resources.gpus_per_learner "

@@ -38,16 +38,18 @@ class MemoryHandoff:
         return {"colocation/learner_offload_s": max(d["offload_s"] for d in done),
                 "colocation/learner_freed_gib": sum(d["offload_freed_gib"] for d in done) / len(done)}
 
-    def _wake(self, tag: WakeTag) -> float:
+    def _wake(self, tag: WakeTag) -> dict[str, float]:
         if self.plan.sleep is EngineSleep.OFF:
-            return 0.0
-        return max(self.rollout.on_all("wake", tag))
+            return {}
+        return {"colocation/engine_wake_s": max(self.rollout.on_all("wake", tag))}
 
     def at_start(self) -> dict[str, float]:
         """After every actor loaded (the engines asleep since their start): generation first."""
         out = self._offload()
-        wake_s = self._wake(WakeTag.WEIGHTS) + self._wake(WakeTag.KV_CACHE)
-        return {**out, "colocation/engine_wake_s": wake_s} if self.plan.sleep is not EngineSleep.OFF else out
+        for tag in WakeTag:  # the weights, then the KV cache
+            for k, v in self._wake(tag).items():
+                out[k] = out.get(k, 0.0) + v
+        return out
 
     def to_learners(self) -> dict[str, float]:
         """Before an update: the engines free their memory, then the learners take theirs back."""
@@ -64,13 +66,8 @@ class MemoryHandoff:
     def to_sync(self) -> dict[str, float]:
         """After the update: the learners park what the sync does not read, the engines take back
         their weights, so the sync never holds an optimizer and an engine's weights at once."""
-        out = self._offload()
-        if self.plan.sleep is not EngineSleep.OFF:
-            out["colocation/engine_wake_s"] = self._wake(WakeTag.WEIGHTS)
-        return out
+        return {**self._offload(), **self._wake(WakeTag.WEIGHTS)}
 
     def to_engines(self) -> dict[str, float]:
         """After the sync: the engines take back their KV cache, ready to generate."""
-        if self.plan.sleep is EngineSleep.OFF:
-            return {}
-        return {"colocation/engine_wake_s": self._wake(WakeTag.KV_CACHE)}
+        return self._wake(WakeTag.KV_CACHE)
