@@ -353,7 +353,7 @@ def test_offloaded_states_give_the_identical_steps(tiny_model_dir, data_dir, tmp
             steps = []
             for i, batch in enumerate(batches):
                 if offload and i == 1:  # the handoff reloads before the update ...
-                    assert group.on_ranks((0, 1), "reload_states", "reload")[0] >= 0
+                    assert group.on_ranks((0, 1), "reload_states", "reload")[0] > 0  # 0.0: nothing to reload
                 steps.append(group.train_step(batch).loss)  # ... and train_step reloads whatever it finds
                 if offload:
                     done = group.on_ranks((0, 1), "offload_states", "offload")
