@@ -268,24 +268,34 @@ def check_learner(s: Setting, family: ModelFamily, steps: int, figures: dict[str
         raise AssertionError(f"{s.device} {s.dtype} step differs from fp32 CPU: " + "; ".join(bad))
 
 
-def check_deepspeed(s: Setting, family: ModelFamily, figures: dict[str, Any]) -> None:
+def require_deepspeed(figures: dict[str, Any]) -> None:
+    """Skip the check where DeepSpeed does not import (the GPU machine has it only when carried)."""
     try:
         import deepspeed
     except ImportError as e:
         raise SkipCheck(f"deepspeed does not import ({e})") from None
     figures["deepspeed"] = deepspeed.__version__
+
+
+def one_rank_learner(s: Setting, family: ModelFamily, cfg: GritConfig):
+    """``workers.learner.PolicyLearner`` as rank 0 of 1, outside Ray, on a free local port."""
     import socket
 
     from grit_ray.workers.learner import PolicyLearner
 
-    cfg = config_for(s, family, s.device, "learner.zero_stage=2", "learner.num_actors=1")
-    samples = samples_for(s, cfg)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    return PolicyLearner(cfg, str(s.models[family]), rank=0, world_size=1, master_addr="127.0.0.1",
+                         master_port=port)
+
+
+def check_deepspeed(s: Setting, family: ModelFamily, figures: dict[str, Any]) -> None:
+    require_deepspeed(figures)
+    cfg = config_for(s, family, s.device, "learner.zero_stage=2", "learner.num_actors=1")
+    samples = samples_for(s, cfg)
     torch.manual_seed(0)
-    learner = PolicyLearner(cfg, str(s.models[family]), rank=0, world_size=1, master_addr="127.0.0.1",
-                            master_port=port)
+    learner = one_rank_learner(s, family, cfg)
     # the process group stays up: a second rank in this process reuses it (init_distributed is idempotent)
     plan = plan_micro_batches(samples, 1, cfg.learner.micro_batch_size)[0]
     first = learner.train_step(plan, totals_of(samples))
@@ -332,25 +342,14 @@ def check_colocation(s: Setting, family: ModelFamily, figures: dict[str, Any]) -
     needs vLLM, which the check machine lacks): a ZeRO-2 learner offloads its states between two
     updates, and the transformers rollout worker sleeps, refuses to generate, wakes and generates
     as before. On CUDA both must free device memory; on CPU they free none and must still run."""
-    try:
-        import deepspeed
-    except ImportError as e:
-        raise SkipCheck(f"deepspeed does not import ({e})") from None
-    figures["deepspeed"] = deepspeed.__version__
-    import socket
-
+    require_deepspeed(figures)
     from grit_ray.data.rows import RowStream
-    from grit_ray.workers.learner import PolicyLearner
     from grit_ray.workers.rollout import PromptRequest, RolloutWorker, WakeTag
 
     cfg = config_for(s, family, s.device, "learner.zero_stage=2", "learner.num_actors=1", "algorithm.kl_beta=0.04",
                      "rollout.backend=hf", "rollout.max_new_tokens=24", "learner.offload_states=true")
     samples = samples_for(s, cfg)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    learner = PolicyLearner(cfg, str(s.models[family]), rank=0, world_size=1, master_addr="127.0.0.1",
-                            master_port=port)
+    learner = one_rank_learner(s, family, cfg)
     plan = plan_micro_batches(samples, 1, cfg.learner.micro_batch_size)[0]
     first = learner.train_step(plan, totals_of(samples))
     offloaded = learner.offload_states()
@@ -561,23 +560,22 @@ def measure_activations(model, step: Callable[[], Any], shape, cfg: GritConfig, 
                    estimate_mib=round(estimate / 2**20, 2), gradients_mib=round(grads / 2**20, 2))
     step()  # warm-up: one-time allocations (kernel workspaces, thread pools) are not the step's
     model.zero_grad(set_to_none=True)  # the measured step allocates its gradients again
-    if s.device != "cuda":
-        peak = cpu_peak_bytes(step)  # the CPU allocator keeps no peak: the kernel's high-water mark does
+    if s.device == "cuda":
+        figures["measured_by"] = "cuda allocator"
+        _sync(s.device)
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        _sync(s.device)
+        peak: int | None = torch.cuda.max_memory_allocated() - base
+    else:  # the CPU allocator keeps no peak: the kernel's high-water mark does
+        peak = cpu_peak_bytes(step)
         figures["measured_by"] = "rss high-water" if peak is not None else None
-        if peak is None:
-            figures["measured_mib"] = None
-            return
-        measured = peak - grads
-        figures.update(measured_mib=round(measured / 2**20, 2), estimate_over_measured=round(estimate / measured, 3))
+    if peak is None:
+        figures["measured_mib"] = None
         return
-    figures["measured_by"] = "cuda allocator"
-    _sync(s.device)
-    torch.cuda.empty_cache()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    step()
-    _sync(s.device)
-    measured = torch.cuda.max_memory_allocated() - base - grads
+    measured = peak - grads
     figures.update(measured_mib=round(measured / 2**20, 2), estimate_over_measured=round(estimate / measured, 3))
 
 
